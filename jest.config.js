@@ -1,0 +1,29 @@
+/* Three tiers: *.spec.ts (pure), *.int-spec.ts (real Postgres + NATS), *.e2e-spec.ts (apps as processes). */
+const swc = [
+  '@swc/jest',
+  {
+    jsc: {
+      target: 'es2022',
+      parser: { syntax: 'typescript', decorators: true },
+      transform: { legacyDecorator: true, decoratorMetadata: true },
+    },
+    module: { type: 'commonjs' },
+  },
+];
+const moduleNameMapper = { '^@edm/([a-z-]+)$': '<rootDir>/libs/$1/src' };
+const tier = (displayName, testMatch, extra = {}) => ({
+  displayName,
+  rootDir: __dirname,
+  testEnvironment: 'node',
+  transform: { '^.+\\.ts$': swc },
+  moduleNameMapper,
+  testMatch,
+  ...extra,
+});
+module.exports = {
+  projects: [
+    tier('unit', ['<rootDir>/{apps,libs}/**/*.spec.ts']),
+    tier('int', ['<rootDir>/{apps,libs}/**/*.int-spec.ts']),
+    tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts']),
+  ],
+};
