@@ -1,0 +1,55 @@
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+/**
+ * Every environment variable the platform reads, with its default. The README's configuration
+ * table and the deployment manifests are checked against this object by tests.
+ */
+export const configShape = {
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  EDM_HOME: z.string().min(1).default('./.edm'),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .default('postgres://postgres@127.0.0.1:5432/edm'),
+  DATABASE_POOL_SIZE: positiveInt.default(10),
+  DATABASE_CREATE: flag.default(true),
+  MIGRATIONS_RUN: flag.default(true),
+  NATS_URL: z
+    .string()
+    .regex(/^(nats|tls):\/\//, 'must be a nats:// URL (comma-separate several servers)')
+    .default('nats://127.0.0.1:4222'),
+  NATS_STREAM: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only')
+    .default('EDM'),
+  NATS_SUBJECT_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/, 'dot-separated lower-case tokens')
+    .default('edm'),
+  NATS_DUPLICATE_WINDOW_MS: positiveInt.min(120_000).default(300_000),
+  API_PORT: port.default(3000),
+  DISPATCHER_PORT: port.default(3001),
+  WEBHOOK_INGEST_PORT: port.default(3002),
+  MONITOR_PORT: port.default(3003),
+  HTTP_BODY_LIMIT_BYTES: positiveInt.default(1_048_576),
+  EDM_ADMIN_KEY: z.string().min(24, 'at least 24 characters').optional(),
+  EDM_ENCRYPTION_KEY: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{43}=$/, 'a base64-encoded 32-byte key (openssl rand -base64 32)')
+    .optional(),
+  RELAY_ENABLED: flag.default(true),
+  RELAY_BATCH_SIZE: positiveInt.max(10_000).default(1_000),
+  RELAY_POLL_INTERVAL_MS: positiveInt.default(500),
+  HEALTH_CHECK_TIMEOUT_MS: positiveInt.default(2_000),
+  SHUTDOWN_TIMEOUT_MS: positiveInt.default(20_000),
+} as const;
+
+export const configSchema = z.object(configShape);
+
+export type RawConfig = z.infer<typeof configSchema>;
+export type ConfigVariable = keyof typeof configShape;

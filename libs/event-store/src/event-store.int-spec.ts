@@ -1,0 +1,112 @@
+import { DataSource } from 'typeorm';
+import { newEvent } from '@edm/events';
+import { createDataSource, runMigrations } from '@edm/persistence';
+import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { ConcurrencyError } from './expected-version';
+import { EventStore, START } from './event-store';
+import { uuidv7 } from './uuid-v7';
+
+const meta = { correlationId: 'test', causationId: null };
+const paused = (taskId: string) => newEvent('TaskPaused', { taskId });
+
+describe('EventStore (Postgres)', () => {
+  let env: TestEnvironment;
+  let db: DataSource;
+  let store: EventStore;
+
+  beforeAll(async () => {
+    env = await createTestEnvironment('event-store');
+    db = createDataSource({ url: env.databaseUrl, poolSize: 12, applicationName: 'test' });
+    await db.initialize();
+    await runMigrations(db);
+    store = new EventStore(db);
+  });
+
+  afterAll(async () => {
+    await db.destroy();
+    await env.dispose();
+  });
+
+  it('appends with versions and reads the stream back in order', async () => {
+    const taskId = uuidv7();
+    const stream = `task-${taskId}`;
+    const first = await store.appendToStream(stream, 'no_stream', [paused(taskId), paused(taskId)], meta);
+    expect(first.map((e) => e.version)).toEqual([1, 2]);
+    await store.appendToStream(stream, 2, [newEvent('TaskResumed', { taskId })], meta);
+    const read = await store.readStream(stream);
+    expect(read.map((e) => [e.version, e.type])).toEqual([
+      [1, 'TaskPaused'],
+      [2, 'TaskPaused'],
+      [3, 'TaskResumed'],
+    ]);
+    expect(read[2].metadata).toEqual(meta);
+  });
+
+  it.each([
+    ['the stream already exists', 'no_stream' as const],
+    ['the stream moved on', 1],
+    ['the stream is not that far', 7],
+  ])('rejects an append when %s', async (_, expected) => {
+    const taskId = uuidv7();
+    const stream = `task-${taskId}`;
+    await store.appendToStream(stream, 'no_stream', [paused(taskId), paused(taskId)], meta);
+    await expect(store.appendToStream(stream, expected, [paused(taskId)], meta)).rejects.toBeInstanceOf(ConcurrencyError);
+    expect(await store.readStream(stream)).toHaveLength(2);
+  });
+
+  it('lets exactly one of many racing writers win the same expected version', async () => {
+    const taskId = uuidv7();
+    const stream = `task-${taskId}`;
+    await store.appendToStream(stream, 'no_stream', [paused(taskId)], meta);
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, () => store.appendToStream(stream, 1, [paused(taskId)], meta)),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof ConcurrencyError)).toHaveLength(9);
+  });
+
+  it('appends to several streams atomically: one conflict rolls back all', async () => {
+    const [a, b] = [uuidv7(), uuidv7()];
+    await store.appendToStream(`task-${b}`, 'no_stream', [paused(b)], meta);
+    await expect(
+      db.transaction((tx) =>
+        store.append(
+          tx,
+          [
+            { streamId: `task-${a}`, expectedVersion: 'no_stream', events: [paused(a)] },
+            { streamId: `task-${b}`, expectedVersion: 'no_stream', events: [paused(b)] },
+          ],
+          meta,
+        ),
+      ),
+    ).rejects.toBeInstanceOf(ConcurrencyError);
+    expect(await store.readStream(`task-${a}`)).toHaveLength(0);
+  });
+
+  it('never reads past a transaction that is still in flight', async () => {
+    const all = async () => (await store.readAll(START, 100_000)).map((g) => g.event.id);
+    const before = new Set(await all());
+    const slow = db.createQueryRunner();
+    await slow.connect();
+    await slow.startTransaction();
+    const [late] = await store.append(slow.manager, [{ streamId: `task-${uuidv7()}`, expectedVersion: 'no_stream', events: [paused(uuidv7())] }], meta);
+    const [early] = await store.appendToStream(`task-${uuidv7()}`, 'no_stream', [paused(uuidv7())], meta);
+
+    // The later-numbered event is committed, but the older transaction is open: neither is read.
+    const whileOpen = (await all()).filter((id) => !before.has(id));
+    expect(whileOpen).not.toContain(early.id);
+    expect(whileOpen).not.toContain(late.id);
+
+    await slow.commitTransaction();
+    await slow.release();
+    const after = (await all()).filter((id) => !before.has(id));
+    expect(after.indexOf(late.id)).toBeLessThan(after.indexOf(early.id));
+  });
+
+  it('reads from a checkpoint without repeating or skipping', async () => {
+    const events = await store.readAll(START, 100_000);
+    const mid = events[Math.floor(events.length / 2)].checkpoint;
+    const rest = await store.readAll(mid, 100_000);
+    expect(rest.map((g) => g.event.id)).toEqual(events.slice(Math.floor(events.length / 2) + 1).map((g) => g.event.id));
+  });
+});

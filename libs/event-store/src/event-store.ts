@@ -1,0 +1,182 @@
+import { DataSource, EntityManager } from 'typeorm';
+import { DomainEvent, EventMetadata, NewEvent } from '@edm/events';
+import { PG_UNIQUE_VIOLATION, pgErrorCode } from '@edm/persistence';
+import { ConcurrencyError, expectedAsNumber, ExpectedVersion } from './expected-version';
+import { Projection } from './projection';
+import { uuidv7 } from './uuid-v7';
+
+export interface StreamAppend {
+  streamId: string;
+  expectedVersion: ExpectedVersion;
+  events: readonly NewEvent[];
+}
+
+/** A position in the commit-safe global order: (transaction id, position within it). */
+export interface GlobalCheckpoint {
+  txId: string;
+  position: string;
+}
+
+export const START: GlobalCheckpoint = { txId: '0', position: '0' };
+
+interface EventRow {
+  global_position: string;
+  tx_id: string;
+  id: string;
+  stream_id: string;
+  version: number;
+  type: string;
+  data: unknown;
+  metadata: EventMetadata;
+  occurred_at: Date;
+}
+
+export interface GlobalEvent {
+  event: DomainEvent;
+  checkpoint: GlobalCheckpoint;
+}
+
+const toEvent = (row: EventRow): DomainEvent =>
+  ({
+    id: row.id,
+    type: row.type,
+    streamId: row.stream_id,
+    version: row.version,
+    occurredAt: row.occurred_at.toISOString(),
+    data: row.data,
+    metadata: row.metadata,
+  }) as DomainEvent;
+
+export class EventStore {
+  private readonly projections: Projection[] = [];
+
+  constructor(private readonly dataSource: DataSource) {}
+
+  register(...projections: Projection[]): void {
+    for (const projection of projections) {
+      if (!this.projections.some((p) => p.name === projection.name)) this.projections.push(projection);
+    }
+  }
+
+  get registered(): readonly Projection[] {
+    return this.projections;
+  }
+
+  /**
+   * Appends to one or many streams in the caller's transaction and applies the inline
+   * projections there too. Every stream's expected version is checked in the same statement:
+   * a stream that moved on, or one expected to exist that does not, is a ConcurrencyError.
+   */
+  async append(tx: EntityManager, appends: readonly StreamAppend[], metadata: EventMetadata): Promise<DomainEvent[]> {
+    const rows: { id: string; stream: string; version: number; type: string; data: string; check: number | null }[] = [];
+    for (const append of appends) {
+      const base = expectedAsNumber(append.expectedVersion);
+      let version = base ?? (await this.currentVersion(tx, append.streamId));
+      append.events.forEach((event, index) => {
+        version += 1;
+        rows.push({
+          id: uuidv7(),
+          stream: append.streamId,
+          version,
+          type: event.type,
+          data: JSON.stringify(event.data),
+          // Only the first event of a stream carries the check that its predecessor exists.
+          check: index === 0 && base !== null && base > 0 ? base : null,
+        });
+      });
+    }
+    if (rows.length === 0) return [];
+    let inserted: EventRow[];
+    try {
+      inserted = await tx.query(
+        `INSERT INTO events (id, stream_id, version, type, data, metadata)
+         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, $7::jsonb
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[])
+                AS u(id, stream, version, type, data, check_version)
+          WHERE u.check_version IS NULL
+             OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
+         RETURNING global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at`,
+        [
+          rows.map((r) => r.id),
+          rows.map((r) => r.stream),
+          rows.map((r) => r.version),
+          rows.map((r) => r.type),
+          rows.map((r) => r.data),
+          rows.map((r) => r.check),
+          JSON.stringify(metadata),
+        ],
+      );
+    } catch (error) {
+      if (pgErrorCode(error) === PG_UNIQUE_VIOLATION) {
+        throw new ConcurrencyError(appends.map((a) => a.streamId).join(','), appends[0].expectedVersion);
+      }
+      throw error;
+    }
+    if (inserted.length !== rows.length) {
+      const missing = rows.find((r) => !inserted.some((i) => i.id === r.id));
+      const append = appends.find((a) => a.streamId === missing?.stream) ?? appends[0];
+      throw new ConcurrencyError(append.streamId, append.expectedVersion);
+    }
+    const order = new Map(rows.map((r, i) => [r.id, i]));
+    const events = inserted.sort((a, b) => order.get(a.id)! - order.get(b.id)!).map(toEvent);
+    await this.project(tx, events);
+    return events;
+  }
+
+  /** Convenience for one stream in its own transaction. */
+  async appendToStream(
+    streamId: string,
+    expectedVersion: ExpectedVersion,
+    events: readonly NewEvent[],
+    metadata: EventMetadata,
+  ): Promise<DomainEvent[]> {
+    return this.dataSource.transaction((tx) => this.append(tx, [{ streamId, expectedVersion, events }], metadata));
+  }
+
+  async project(tx: EntityManager, events: readonly DomainEvent[]): Promise<void> {
+    for (const projection of this.projections) {
+      const relevant = events.filter((e) => projection.handles.includes(e.type));
+      if (relevant.length) await projection.apply(tx, relevant);
+    }
+  }
+
+  async currentVersion(tx: EntityManager, streamId: string): Promise<number> {
+    const [row] = await tx.query(`SELECT coalesce(max(version), 0) AS v FROM events WHERE stream_id = $1`, [streamId]);
+    return Number(row.v);
+  }
+
+  async readStream(streamId: string, fromVersion = 1, manager: EntityManager = this.dataSource.manager): Promise<DomainEvent[]> {
+    const rows: EventRow[] = await manager.query(
+      `SELECT global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at
+         FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version`,
+      [streamId, fromVersion],
+    );
+    return rows.map(toEvent);
+  }
+
+  /**
+   * Committed events after a checkpoint, in commit-safe order. Only transactions older than
+   * every transaction still in flight are read, so one that commits late can never be passed.
+   */
+  async readAll(
+    after: GlobalCheckpoint,
+    limit: number,
+    manager: EntityManager = this.dataSource.manager,
+    { belowInFlight = true } = {},
+  ): Promise<GlobalEvent[]> {
+    // belowInFlight=false is only for a reader that holds the events table locked against writes.
+    const rows: EventRow[] = await manager.query(
+      `SELECT global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at
+         FROM events
+        WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
+          ${belowInFlight ? 'AND tx_id < pg_snapshot_xmin(pg_current_snapshot())' : ''}
+        ORDER BY tx_id, global_position
+        LIMIT $3`,
+      [after.txId, after.position, limit],
+    );
+    return rows.map((row) => ({
+      event: toEvent(row),
+      checkpoint: { txId: String(row.tx_id), position: String(row.global_position) },
+    }));
+  }
+}

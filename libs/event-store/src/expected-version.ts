@@ -1,0 +1,19 @@
+/**
+ * What the caller believes the stream's version is. `no_stream` = the stream must not exist yet,
+ * a number = the stream's last version must be exactly that, `any` = append without a check.
+ */
+export type ExpectedVersion = number | 'no_stream' | 'any';
+
+export class ConcurrencyError extends Error {
+  readonly code = 'CONCURRENCY_CONFLICT';
+  constructor(
+    readonly streamId: string,
+    readonly expected: ExpectedVersion,
+  ) {
+    super(`stream ${streamId} is not at expected version ${String(expected)}`);
+    this.name = 'ConcurrencyError';
+  }
+}
+
+export const expectedAsNumber = (expected: ExpectedVersion): number | null =>
+  expected === 'any' ? null : expected === 'no_stream' ? 0 : expected;

@@ -1,0 +1,171 @@
+import { z } from 'zod';
+
+/**
+ * Data of every domain event, by type. The TypeScript union and the runtime validation of NATS
+ * payloads both come from this one table, so they cannot drift apart.
+ */
+const id = z.string().uuid();
+const isoDate = z.string().datetime({ offset: true });
+
+export const subTaskStatuses = [
+  'pending',
+  'allocated',
+  'sending',
+  'sent',
+  'delivered',
+  'opened',
+  'clicked',
+  'bounced',
+  'complained',
+  'unsubscribed',
+  'failed',
+  'unknown',
+  'skipped',
+  'cancelled',
+] as const;
+export const subTaskStatus = z.enum(subTaskStatuses);
+export type SubTaskStatus = z.infer<typeof subTaskStatus>;
+
+export const taskStatus = z.enum(['scheduled', 'sending', 'paused', 'completed', 'cancelled']);
+export type TaskStatus = z.infer<typeof taskStatus>;
+
+export const serviceStatus = z.enum(['active', 'frozen', 'disabled']);
+export const contactStatus = z.enum(['active', 'bounced', 'complained', 'unsubscribed']);
+
+export const pace = z.union([
+  z.object({ intervalMs: z.number().int().min(0).max(86_400_000) }).strict(),
+  z
+    .object({ perSecond: z.number().positive().max(10_000), burst: z.number().int().min(1).max(10_000).optional() })
+    .strict(),
+]);
+export type Pace = z.infer<typeof pace>;
+
+const address = z.object({ email: z.string(), name: z.string().optional() });
+
+const serviceSettings = {
+  name: z.string(),
+  from: address,
+  pace,
+  dailyQuota: z.number().int().positive().nullable(),
+  quotaResetHourUtc: z.number().int().min(0).max(23),
+  options: z.record(z.string(), z.unknown()),
+  /** AES-256-GCM ciphertext of the credentials; the plain text never enters an event. */
+  credentialsSealed: z.string().nullable(),
+};
+
+const subTaskSeed = z.object({
+  id,
+  contactId: id.nullable(),
+  email: z.string(),
+  trackingId: z.string(),
+  status: z.enum(['pending', 'skipped']),
+});
+export type SubTaskSeed = z.infer<typeof subTaskSeed>;
+
+const subTaskRef = { subTaskId: id, taskId: id };
+
+export const eventDataSchemas = {
+  AccountCreated: z.object({ accountId: id, name: z.string() }),
+  ApiKeyIssued: z.object({
+    keyId: id,
+    accountId: id.nullable(),
+    role: z.enum(['admin', 'account']),
+    keyHash: z.string(),
+    prefix: z.string(),
+    label: z.string(),
+  }),
+  ApiKeyRevoked: z.object({ keyId: id }),
+
+  ServiceCreated: z.object({ serviceId: id, accountId: id, provider: z.string(), ...serviceSettings }),
+  ServiceUpdated: z.object({ serviceId: id, changes: z.object(serviceSettings).partial() }),
+  ServiceFrozen: z.object({ serviceId: id, reason: z.string(), until: isoDate.nullable() }),
+  ServiceUnfrozen: z.object({ serviceId: id, reason: z.string() }),
+  ServiceDisabled: z.object({ serviceId: id, reason: z.string() }),
+  ServiceEnabled: z.object({ serviceId: id }),
+  ServiceQuotaExhausted: z.object({ serviceId: id, quota: z.number().int(), resetsAt: isoDate }),
+
+  ContactUpserted: z.object({
+    contactId: id,
+    accountId: id,
+    email: z.string(),
+    name: z.string().nullable(),
+    attributes: z.record(z.string(), z.unknown()),
+    tags: z.array(z.string()),
+  }),
+  ContactSuppressed: z.object({ contactId: id, status: contactStatus, reason: z.string() }),
+  ContactSoftBounced: z.object({ contactId: id, softBounces: z.number().int() }),
+
+  TemplateCreated: z.object({
+    templateId: id,
+    accountId: id,
+    name: z.string(),
+    subject: z.string(),
+    html: z.string().nullable(),
+    text: z.string().nullable(),
+  }),
+  TemplateUpdated: z.object({
+    templateId: id,
+    changes: z.object({ name: z.string(), subject: z.string(), html: z.string().nullable(), text: z.string().nullable() }).partial(),
+  }),
+
+  TaskCreated: z.object({
+    taskId: id,
+    accountId: id,
+    name: z.string(),
+    subject: z.string(),
+    html: z.string().nullable(),
+    text: z.string().nullable(),
+    templateId: id.nullable(),
+    serviceIds: z.array(id),
+    priority: z.number().int(),
+    scheduledAt: isoDate.nullable(),
+    status: z.enum(['scheduled', 'sending']),
+    total: z.number().int(),
+    skipped: z.number().int(),
+  }),
+  /** Sub-tasks are materialised in chunks so that no single event outgrows a NATS message. */
+  SubTasksMaterialised: z.object({ taskId: id, accountId: id, chunk: z.number().int(), subTasks: z.array(subTaskSeed) }),
+  TaskStarted: z.object({ taskId: id }),
+  TaskPaused: z.object({ taskId: id }),
+  TaskResumed: z.object({ taskId: id }),
+  TaskCancelled: z.object({ taskId: id, cancelledSubTasks: z.number().int() }),
+  TaskCompleted: z.object({ taskId: id }),
+
+  SubTaskLeased: z.object({
+    ...subTaskRef,
+    serviceId: id,
+    leaseOwner: z.string(),
+    leaseExpiresAt: isoDate,
+    attempt: z.number().int(),
+  }),
+  SubTaskSent: z.object({ ...subTaskRef, serviceId: id, providerMessageId: z.string().nullable(), sentAt: isoDate }),
+  SubTaskRetryScheduled: z.object({ ...subTaskRef, serviceId: id, reason: z.string(), nextAttemptAt: isoDate }),
+  SubTaskFailed: z.object({ ...subTaskRef, serviceId: id.nullable(), reason: z.string() }),
+  SubTaskUnknown: z.object({ ...subTaskRef, serviceId: id, reason: z.string() }),
+  SubTaskReleased: z.object({ ...subTaskRef, reason: z.string() }),
+  SubTaskSkipped: z.object({ ...subTaskRef, reason: z.string() }),
+  SubTaskCancelled: z.object({ ...subTaskRef }),
+  SubTaskProgressed: z.object({
+    ...subTaskRef,
+    from: subTaskStatus,
+    to: subTaskStatus,
+    mailEvent: z.string(),
+    eventLogId: id,
+    occurredAt: isoDate,
+  }),
+
+  AlertRaised: z.object({
+    alertId: id,
+    kind: z.string(),
+    subject: z.string(),
+    severity: z.enum(['info', 'warning', 'critical']),
+    message: z.string(),
+    details: z.record(z.string(), z.unknown()),
+  }),
+  AlertResolved: z.object({ alertId: id, kind: z.string(), subject: z.string() }),
+  AlertAcknowledged: z.object({ alertId: id, by: z.string() }),
+} as const;
+
+export type EventDataSchemas = typeof eventDataSchemas;
+export type EventType = keyof EventDataSchemas;
+export type EventData<T extends EventType> = z.infer<EventDataSchemas[T]>;

@@ -1,0 +1,3 @@
+export * from './event-data.schemas';
+export * from './domain-event';
+export * from './subjects';

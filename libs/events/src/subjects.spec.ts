@@ -1,0 +1,49 @@
+import { eventDataSchemas, EventType } from './event-data.schemas';
+import { parseDomainEvent, InvalidEventError } from './domain-event';
+import { subjectFor } from './subjects';
+
+describe('subjects', () => {
+  it.each<[EventType, string]>([
+    ['TaskCreated', 'edm.task.created'],
+    ['TaskPaused', 'edm.task.paused'],
+    ['SubTaskLeased', 'edm.subtask.leased'],
+    ['SubTaskSent', 'edm.subtask.sent'],
+    ['SubTasksMaterialised', 'edm.subtask.materialised'],
+    ['ServiceFrozen', 'edm.service.frozen'],
+    ['ServiceQuotaExhausted', 'edm.service.quota-exhausted'],
+    ['AlertRaised', 'edm.alert.raised'],
+    ['ApiKeyIssued', 'edm.api-key.issued'],
+  ])('%s → %s', (type, subject) => {
+    expect(subjectFor('edm', type)).toBe(subject);
+  });
+
+  it('gives every event type a distinct subject', () => {
+    const types = Object.keys(eventDataSchemas) as EventType[];
+    expect(new Set(types.map((t) => subjectFor('edm', t))).size).toBe(types.length);
+  });
+});
+
+describe('parseDomainEvent', () => {
+  const valid = {
+    id: '018f3a52-6b1e-7000-8000-000000000001',
+    type: 'TaskPaused',
+    streamId: 'task-1',
+    version: 2,
+    occurredAt: new Date().toISOString(),
+    data: { taskId: '018f3a52-6b1e-7000-8000-000000000002' },
+    metadata: { correlationId: 'c', causationId: null },
+  };
+
+  it('accepts a well-formed event', () => {
+    expect(parseDomainEvent(valid).type).toBe('TaskPaused');
+  });
+
+  it.each([
+    ['unknown type', { ...valid, type: 'Nope' }],
+    ['bad data', { ...valid, data: { taskId: 3 } }],
+    ['no envelope', 'TaskPaused'],
+    ['prototype key', { ...valid, type: '__proto__' }],
+  ])('rejects %s', (_, payload) => {
+    expect(() => parseDomainEvent(payload)).toThrow(InvalidEventError);
+  });
+});

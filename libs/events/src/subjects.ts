@@ -1,0 +1,27 @@
+import { EventType } from './event-data.schemas';
+
+/** `edm.<aggregate>.<event>` in kebab case (SPEC appendix A); the aggregate is the type's first word. */
+const aggregateOf: Record<string, string> = {
+  Account: 'account',
+  ApiKey: 'api-key',
+  Service: 'service',
+  Contact: 'contact',
+  Template: 'template',
+  Task: 'task',
+  SubTask: 'subtask',
+  SubTasks: 'subtask',
+  Alert: 'alert',
+};
+
+const kebab = (word: string) => word.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
+
+export function subjectFor(prefix: string, type: EventType): string {
+  const aggregate = Object.keys(aggregateOf)
+    .sort((a, b) => b.length - a.length)
+    .find((name) => type.startsWith(name));
+  if (!aggregate) throw new Error(`no aggregate for event type ${type}`);
+  return `${prefix}.${aggregateOf[aggregate]}.${kebab(type.slice(aggregate.length))}`;
+}
+
+/** Webhook-derived progress is published under `edm.mail.<normalised-event>` as well. */
+export const mailSubject = (prefix: string, mailEvent: string) => `${prefix}.mail.${mailEvent.replace(/_/g, '-')}`;

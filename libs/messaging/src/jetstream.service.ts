@@ -1,0 +1,259 @@
+import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager, JetStreamClient, JetStreamManager, JsMsg, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { nanos, NatsConnection } from '@nats-io/nats-core';
+import { connect } from '@nats-io/transport-node';
+import { DomainEvent, InvalidEventError, parseDomainEvent, subjectFor } from '@edm/events';
+import { AckDecision, redeliveryDelay } from './ack-decision';
+
+export interface JetStreamOptions {
+  servers: string;
+  stream: string;
+  subjectPrefix: string;
+  duplicateWindowMs: number;
+  name: string;
+  log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface ConsumerSpec {
+  durable: string;
+  /** One subject filter (NATS 2.9 takes one per consumer); default: every event. */
+  filterSubject?: string;
+  maxDeliver?: number;
+  ackWaitMs?: number;
+}
+
+export interface MessageContext {
+  deliveryCount: number;
+  streamSequence: number;
+  /** Tells the server the handler is still busy, so the message is not redelivered meanwhile. */
+  working(): void;
+}
+
+export type EventHandler = (event: DomainEvent, context: MessageContext) => Promise<AckDecision>;
+
+export interface ConsumerStats {
+  handled: number;
+  acked: number;
+  naked: number;
+  termed: number;
+}
+
+/**
+ * Our small layer over the v3 NATS client: one connection that reconnects forever, idempotent
+ * stream and consumer provisioning, publishing with the event id as the dedup id, and durable
+ * pull consumers whose handlers decide explicitly how each message is acknowledged.
+ */
+export class JetStreamService {
+  private nc?: NatsConnection;
+  private js?: JetStreamClient;
+  private jsm?: JetStreamManager;
+  private readonly stops: (() => Promise<void>)[] = [];
+  readonly stats = new Map<string, ConsumerStats>();
+
+  constructor(private readonly options: JetStreamOptions) {}
+
+  get connection(): NatsConnection {
+    if (!this.nc) throw new Error('NATS is not connected');
+    return this.nc;
+  }
+
+  get allSubjects(): string {
+    return `${this.options.subjectPrefix}.>`;
+  }
+
+  subject(event: DomainEvent): string {
+    return subjectFor(this.options.subjectPrefix, event.type);
+  }
+
+  async connect(): Promise<void> {
+    const nc = await connect({
+      servers: this.options.servers.split(','),
+      name: this.options.name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      waitOnFirstConnect: true,
+      timeout: 5_000,
+    });
+    this.nc = nc;
+    void this.watchStatus(nc);
+    this.js = jetstream(nc, { timeout: 10_000 });
+    this.jsm = await jetstreamManager(nc, { timeout: 10_000 });
+    await this.ensureStream();
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
+        this.options.log(status.type === 'reconnect' ? 'info' : 'warn', `nats ${status.type}`, { nats: status.type });
+      }
+    }
+  }
+
+  isConnected(): boolean {
+    return !!this.nc && !this.nc.isClosed() && !this.nc.isDraining() && this.nc.info !== undefined;
+  }
+
+  /** Creates the stream, or brings its settings up to date: every service calls this at boot. */
+  async ensureStream(): Promise<void> {
+    const config = {
+      name: this.options.stream,
+      subjects: [this.allSubjects],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      duplicate_window: nanos(this.options.duplicateWindowMs),
+      max_age: nanos(30 * 24 * 3_600_000),
+      num_replicas: 1,
+    };
+    const jsm = this.manager();
+    try {
+      await jsm.streams.info(this.options.stream);
+      await jsm.streams.update(this.options.stream, {
+        subjects: config.subjects,
+        duplicate_window: config.duplicate_window,
+        max_age: config.max_age,
+      });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      try {
+        await jsm.streams.add(config);
+      } catch (addError) {
+        // Another process created it between our look and our add.
+        if (!(await this.streamExists())) throw addError;
+      }
+    }
+  }
+
+  async streamExists(): Promise<boolean> {
+    try {
+      await this.manager().streams.info(this.options.stream);
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  async streamInfo() {
+    return this.manager().streams.info(this.options.stream);
+  }
+
+  async ensureConsumer(spec: ConsumerSpec): Promise<void> {
+    const config = {
+      durable_name: spec.durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      filter_subject: spec.filterSubject ?? this.allSubjects,
+      max_deliver: spec.maxDeliver ?? -1,
+      ack_wait: nanos(spec.ackWaitMs ?? 30_000),
+      max_ack_pending: 1_000,
+    };
+    const jsm = this.manager();
+    try {
+      await jsm.consumers.info(this.options.stream, spec.durable);
+      await jsm.consumers.update(this.options.stream, spec.durable, {
+        ack_wait: config.ack_wait,
+        max_deliver: config.max_deliver,
+        max_ack_pending: config.max_ack_pending,
+      });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await jsm.consumers.add(this.options.stream, config).catch(async (addError: unknown) => {
+        const exists = await jsm.consumers.info(this.options.stream, spec.durable).then(
+          () => true,
+          () => false,
+        );
+        if (!exists) throw addError;
+      });
+    }
+  }
+
+  async consumerPending(durable: string): Promise<number> {
+    const info = await this.manager().consumers.info(this.options.stream, durable);
+    return info.num_pending + info.num_ack_pending;
+  }
+
+  /** Publishes with Nats-Msg-Id = event id, so a republished event is dropped by the server. */
+  async publish(event: DomainEvent): Promise<{ duplicate: boolean; seq: number }> {
+    const ack = await this.client().publish(this.subject(event), JSON.stringify(event), { msgID: event.id });
+    return { duplicate: ack.duplicate, seq: ack.seq };
+  }
+
+  /**
+   * Runs a durable pull consumer until stop(). Invalid payloads are terminated (they can never
+   * succeed) and logged; a handler that throws is nak'ed with backoff, never terminated.
+   */
+  async consume(spec: ConsumerSpec, handler: EventHandler): Promise<void> {
+    await this.ensureConsumer(spec);
+    const stats: ConsumerStats = { handled: 0, acked: 0, naked: 0, termed: 0 };
+    this.stats.set(spec.durable, stats);
+    const consumer = await this.client().consumers.get(this.options.stream, spec.durable);
+    const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    const loop = (async () => {
+      for await (const msg of messages) {
+        stats.handled += 1;
+        const decision = await this.decide(msg, handler);
+        this.settle(msg, decision, stats, spec.durable);
+      }
+    })();
+    this.stops.push(async () => {
+      await messages.close();
+      await loop.catch(() => undefined);
+    });
+  }
+
+  private async decide(msg: JsMsg, handler: EventHandler): Promise<AckDecision> {
+    let event: DomainEvent;
+    try {
+      event = parseDomainEvent(msg.json());
+    } catch (error) {
+      const reason = error instanceof InvalidEventError ? error.message : 'payload is not JSON';
+      return { kind: 'term', reason };
+    }
+    try {
+      return await handler(event, {
+        deliveryCount: msg.info.deliveryCount,
+        streamSequence: msg.seq,
+        working: () => msg.working(),
+      });
+    } catch (error) {
+      return { kind: 'nak', delayMs: redeliveryDelay(msg.info.deliveryCount), reason: String(error) };
+    }
+  }
+
+  private settle(msg: JsMsg, decision: AckDecision, stats: ConsumerStats, durable: string): void {
+    switch (decision.kind) {
+      case 'ack':
+        stats.acked += 1;
+        msg.ack();
+        return;
+      case 'nak':
+        stats.naked += 1;
+        this.options.log('warn', 'message will be redelivered', { durable, seq: msg.seq, reason: decision.reason });
+        msg.nak(decision.delayMs);
+        return;
+      case 'term':
+        stats.termed += 1;
+        this.options.log('error', 'message terminated', { durable, seq: msg.seq, reason: decision.reason });
+        msg.term(decision.reason);
+        return;
+    }
+  }
+
+  /** Stops consuming, lets in-flight publishes and acks flush, then closes. */
+  async drain(): Promise<void> {
+    await Promise.all(this.stops.splice(0).map((stop) => stop()));
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc?.close());
+  }
+
+  private client(): JetStreamClient {
+    if (!this.js) throw new Error('JetStream is not connected');
+    return this.js;
+  }
+
+  private manager(): JetStreamManager {
+    if (!this.jsm) throw new Error('JetStream is not connected');
+    return this.jsm;
+  }
+}
+
+const isNotFound = (error: unknown): boolean =>
+  error instanceof JetStreamApiError ? error.code === 404 : /not found/i.test(String(error));

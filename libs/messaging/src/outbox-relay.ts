@@ -1,0 +1,151 @@
+import { Client } from 'pg';
+import { DataSource } from 'typeorm';
+import { EventStore, GlobalCheckpoint, START } from '@edm/event-store';
+import { JetStreamService } from './jetstream.service';
+
+export interface OutboxRelayOptions {
+  databaseUrl: string;
+  /** One relay per name is active across every process; the others stand by. */
+  name: string;
+  batchSize: number;
+  pollIntervalMs: number;
+  log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+export type RelayRole = 'stopped' | 'standby' | 'active';
+
+const RELAY_LOCK_CLASS = 7_414_002;
+
+/**
+ * Publishes committed events from the events table (the outbox) to JetStream, in commit-safe
+ * order, with the event id as Nats-Msg-Id. The active relay holds a session advisory lock on its
+ * own connection; when its process dies the lock goes with the connection and a standby takes
+ * over from the last checkpoint. Republishing what the dead relay had sent but not checkpointed
+ * is harmless: the stream drops duplicate message ids.
+ */
+export class OutboxRelay {
+  private client?: Client;
+  private running = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private checkpoint: GlobalCheckpoint = START;
+  role: RelayRole = 'stopped';
+  published = 0;
+  lastPublishedAt?: Date;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly store: EventStore,
+    private readonly jetstream: JetStreamService,
+    private readonly options: OutboxRelayOptions,
+  ) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.role = 'standby';
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    this.role = 'stopped';
+  }
+
+  /** Events committed but not yet published by this relay's checkpoint (an upper bound). */
+  async lag(): Promise<number> {
+    const [row] = await this.dataSource.query(
+      `SELECT (SELECT coalesce(max(global_position), 0) FROM events) -
+              coalesce((SELECT position FROM relay_checkpoints WHERE name = $1), 0) AS lag`,
+      [this.options.name],
+    );
+    return Math.max(0, Number(row.lag));
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      try {
+        if (await this.acquire()) {
+          this.role = 'active';
+          this.options.log('info', 'outbox relay active', { relay: this.options.name });
+          await this.relayWhileActive();
+        }
+      } catch (error) {
+        this.options.log('warn', 'outbox relay interrupted', { relay: this.options.name, error: String(error) });
+      }
+      if (this.role === 'active') this.options.log('info', 'outbox relay standing by', { relay: this.options.name });
+      this.role = this.running ? 'standby' : 'stopped';
+      await this.release();
+      await this.sleep(this.options.pollIntervalMs);
+    }
+    await this.release();
+  }
+
+  private async acquire(): Promise<boolean> {
+    const client = new Client({
+      connectionString: this.options.databaseUrl,
+      application_name: `relay:${this.options.name}`,
+      connectionTimeoutMillis: 5_000,
+    });
+    client.on('error', () => this.wake?.());
+    await client.connect();
+    const [{ locked }] = (
+      await client.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [RELAY_LOCK_CLASS, this.options.name])
+    ).rows;
+    if (!locked) {
+      await client.end();
+      return false;
+    }
+    this.client = client;
+    await client.query('LISTEN edm_events');
+    client.on('notification', () => this.wake?.());
+    await client.query(`INSERT INTO relay_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING`, [this.options.name]);
+    const { rows } = await client.query(`SELECT tx_id::text, position::text FROM relay_checkpoints WHERE name = $1`, [
+      this.options.name,
+    ]);
+    this.checkpoint = { txId: rows[0].tx_id, position: rows[0].position };
+    return true;
+  }
+
+  private async relayWhileActive(): Promise<void> {
+    while (this.running && this.client) {
+      const batch = await this.store.readAll(this.checkpoint, this.options.batchSize);
+      if (batch.length === 0) {
+        await this.sleep(this.options.pollIntervalMs);
+        continue;
+      }
+      // Pipelined: every publish is sent before any ack is awaited; one connection keeps order.
+      await Promise.all(batch.map(({ event }) => this.jetstream.publish(event)));
+      const next = batch[batch.length - 1].checkpoint;
+      // Written on the lock's own connection: if that connection is gone, so is our right to write.
+      await this.client.query(
+        `UPDATE relay_checkpoints
+            SET tx_id = $2::xid8, position = $3, published = published + $4, updated_at = now()
+          WHERE name = $1 AND (tx_id, position) < ($2::xid8, $3::bigint)`,
+        [this.options.name, next.txId, next.position, batch.length],
+      );
+      this.checkpoint = next;
+      this.published += batch.length;
+      this.lastPublishedAt = new Date();
+    }
+  }
+
+  private async release(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) await client.end().catch(() => undefined);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

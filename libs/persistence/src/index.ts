@@ -1,0 +1,4 @@
+export * from './database';
+export * from './persistence.module';
+export * from './postgres-errors';
+export { migrations } from './migrations';
