@@ -256,4 +256,4 @@ export class JetStreamService {
 }
 
 const isNotFound = (error: unknown): boolean =>
-  error instanceof JetStreamApiError ? error.code === 404 : /not found/i.test(String(error));
+  error instanceof JetStreamApiError && (error.status === 404 || error.code === 10059 || error.code === 10014);

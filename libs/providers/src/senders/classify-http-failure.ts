@@ -28,11 +28,20 @@ export function classifyHttpFailure(failure: HttpFailure, now: number = Date.now
   }
   if (status === 408 || status === 425 || status === 429 || status >= 500) {
     const retryAfterMs = parseRetryAfter(failure.retryAfter, now);
-    return retryAfterMs === undefined ? { kind: 'transient', reason } : { kind: 'transient', reason, retryAfterMs };
+    return retryAfterMs === undefined
+      ? { kind: 'transient', reason }
+      : { kind: 'transient', reason, retryAfterMs };
   }
   // 402 payment/quota; 404/405/410 and redirects mean the endpoint or domain configured for the service is
   // wrong. All of them fail every mail of the service alike, so freezing it beats failing each recipient.
-  if (status === 401 || status === 402 || status === 403 || status === 404 || status === 405 || status === 410) {
+  if (
+    status === 401 ||
+    status === 402 ||
+    status === 403 ||
+    status === 404 ||
+    status === 405 ||
+    status === 410
+  ) {
     return { kind: 'account', reason };
   }
   if (status < 200 || (status >= 300 && status < 400)) {
@@ -42,7 +51,10 @@ export function classifyHttpFailure(failure: HttpFailure, now: number = Date.now
 }
 
 /** Retry-After is either delta-seconds or an HTTP date (RFC 9110 §10.2.3). */
-export function parseRetryAfter(value: string | null | undefined, now: number = Date.now()): number | undefined {
+export function parseRetryAfter(
+  value: string | null | undefined,
+  now: number = Date.now(),
+): number | undefined {
   if (!value) return undefined;
   const trimmed = value.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;

@@ -75,13 +75,23 @@ const recipientOfEmailId = (emailId: string): string | undefined => {
   return dollar < 0 ? undefined : asNonEmptyString(emailId.slice(dollar + 1));
 };
 
+/** "402 Invalid-Unsubscribe: <provider message>", whichever parts are present. */
+const failureReason = (subStatus: string | undefined, message: string | undefined): string | undefined => {
+  const label =
+    subStatus === undefined
+      ? undefined
+      : `${subStatus} ${Object.hasOwn(SUB_STATUS_LABELS, subStatus) ? SUB_STATUS_LABELS[subStatus] : ''}`.trim();
+  return [label, message].filter((part): part is string => part !== undefined).join(': ') || undefined;
+};
+
 const locateTypeAndData = (event: JsonRecord): { rawType: string; data: JsonRecord } | undefined => {
   const status = asRecord(event.status);
   const response = asRecord(event.response);
   const statusType = asNonEmptyString(status?.message_status);
   if (statusType !== undefined) return { rawType: statusType, data: asRecord(status?.status_data) ?? {} };
   const responseType = asNonEmptyString(response?.event);
-  if (responseType !== undefined) return { rawType: responseType, data: asRecord(response?.response_data) ?? {} };
+  if (responseType !== undefined)
+    return { rawType: responseType, data: asRecord(response?.response_data) ?? {} };
   const flatStatus = asNonEmptyString(event.message_status);
   if (flatStatus !== undefined) return { rawType: flatStatus, data: asRecord(event.status_data) ?? {} };
   const flatResponse = asNonEmptyString(event.event);
@@ -102,15 +112,13 @@ const parseEngagelabEvent = (value: unknown): EntryOutcome => {
   const occurredAt = engagelabTime(field('itime'));
   if (occurredAt === undefined) return entryRejected('EngageLab event has no valid itime');
 
-  const type = Object.prototype.hasOwnProperty.call(TYPE_BY_RAW, rawType) ? TYPE_BY_RAW[rawType] : null;
+  const type = Object.hasOwn(TYPE_BY_RAW, rawType) ? TYPE_BY_RAW[rawType] : null;
   const messageId = normaliseMessageId(field('message_id'));
   const emailIds = uniqueIds([...stringsOf(data.email_ids), ...stringsOf(field('email_id'))]);
   const customArgs = customArgsOf(field('custom_args'));
   const subStatus = asIdString(data.sub_status);
-  const message = asNonEmptyString(data.message) ?? asNonEmptyString(data.reason);
   const reason = FAILURE_TYPES.has(type)
-    ? [subStatus && `${subStatus} ${SUB_STATUS_LABELS[subStatus] ?? ''}`.trim(), message].filter(Boolean).join(': ') ||
-      undefined
+    ? failureReason(subStatus, asNonEmptyString(data.message) ?? asNonEmptyString(data.reason))
     : undefined;
 
   const addressed = stringsOf(event.to ?? data.to);
@@ -124,7 +132,9 @@ const parseEngagelabEvent = (value: unknown): EntryOutcome => {
     const emailId =
       emailIds.find((id) => recipient !== undefined && id.toLowerCase().endsWith(`$${recipient}`)) ??
       (perRecipient.length === 1 && emailIds.length === 1 ? emailIds[0] : undefined) ??
-      (messageId !== undefined && rawRecipient !== undefined ? `${messageId}0$${rawRecipient.trim()}` : undefined);
+      (messageId !== undefined && rawRecipient !== undefined
+        ? `${messageId}0$${rawRecipient.trim()}`
+        : undefined);
     return {
       provider: 'engagelab',
       rawType,
@@ -134,10 +144,11 @@ const parseEngagelabEvent = (value: unknown): EntryOutcome => {
       providerMessageId: messageId ?? emailId,
       messageIdCandidates: uniqueIds([emailId, messageId]),
       ...correlationIds(customArgs),
-      customArgs,
+      customArgs: { ...customArgs },
       url: type === 'click' ? asNonEmptyString(field('url')) : undefined,
       reason,
-      suppression: rawType === 'invalid_email' && subStatus !== undefined && SUPPRESSION_SUB_STATUSES.has(subStatus),
+      suppression:
+        rawType === 'invalid_email' && subStatus !== undefined && SUPPRESSION_SUB_STATUSES.has(subStatus),
       dedupeKey: hashDedupeKey('engagelab', perRecipient.length === 1 ? value : { event: value, recipient }),
     };
   });

@@ -27,7 +27,8 @@ export const headerValue = (headers: WebhookHeaders, name: string): string | und
   return undefined;
 };
 
-export const stripAngleBrackets = (id: string): string => id.trim().replace(/^<+/, '').replace(/>+$/, '').trim();
+export const stripAngleBrackets = (id: string): string =>
+  id.trim().replace(/^<+/, '').replace(/>+$/, '').trim();
 
 export const normaliseMessageId = (value: unknown): string | undefined => {
   const id = asIdString(value);
@@ -65,7 +66,8 @@ export const correlationIds = (
   customArgs: Record<string, string>,
   echoedTrackingHeader?: string,
 ): { trackingId?: string; taskId?: string } => ({
-  trackingId: asNonEmptyString(customArgs[TRACKING_ID_KEY])?.trim() ?? asNonEmptyString(echoedTrackingHeader)?.trim(),
+  trackingId:
+    asNonEmptyString(customArgs[TRACKING_ID_KEY])?.trim() ?? asNonEmptyString(echoedTrackingHeader)?.trim(),
   taskId: asNonEmptyString(customArgs[TASK_ID_KEY])?.trim(),
 });
 
@@ -96,7 +98,9 @@ export const dateFromIso = (value: unknown): Date | undefined =>
   typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(value) ? validDate(Date.parse(value)) : undefined;
 
 /** One line naming where the shape went wrong, for the stored `invalid` reason. */
-export const describeIssue = (error: { issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }> }): string => {
+export const describeIssue = (error: {
+  issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>;
+}): string => {
   const issue = error.issues[0];
   if (issue === undefined) return 'unexpected shape';
   const path = issue.path.map(String).join('.');

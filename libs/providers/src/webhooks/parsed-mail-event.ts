@@ -60,5 +60,3 @@ export type ParseWebhookResult =
       token?: string;
     }
   | { kind: 'invalid'; reason: string };
-
-export type SignatureCheck = { ok: true } | { ok: false; reason: string };

@@ -1,0 +1,15 @@
+export * from './parsed-mail-event';
+export * from './parse-webhook';
+export { parseEngagelabWebhook } from './engagelab.parser';
+export { parseSendgridWebhook } from './sendgrid.parser';
+export { parseMailgunWebhook } from './mailgun.parser';
+export { parseSesWebhook } from './ses.parser';
+export { parsePostmarkWebhook } from './postmark.parser';
+export { parseSandboxWebhook } from './sandbox.parser';
+export type { SignatureCheck, WebhookRequest } from './signature-check';
+export * from './engagelab.signature';
+export * from './sendgrid.signature';
+export * from './mailgun.signature';
+export * from './sns.signature';
+export * from './postmark.basic-auth';
+export { MAX_WEBHOOK_BODY_CHARS, MAX_WEBHOOK_JSON_DEPTH } from './safe-json';
