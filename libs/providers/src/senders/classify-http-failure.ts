@@ -10,9 +10,13 @@ export type HttpFailure =
   | { stage: 'response'; status: number; reason: string; retryAfter?: string | null }
   | { stage: 'transport'; requestWritten: boolean; reason: string };
 
+// 402 payment/quota; 404/405/410 mean the endpoint or domain configured for the service is wrong. Like
+// 401/403, they fail every mail of the service alike, so freezing it beats failing each recipient.
+const ACCOUNT_STATUSES = new Set([401, 402, 403, 404, 405, 410]);
+
 /**
  * The one rule every HTTP provider shares for turning a failed request into a SendOutcome (SPEC 3.2).
- * Providers with their own error codes map those first and fall back to this.
+ * Providers with their own error codes map those first (see `failureOfKind`) and fall back to this.
  */
 export function classifyHttpFailure(failure: HttpFailure, now: number = Date.now()): FailedSendOutcome {
   if (failure.stage === 'transport') {
@@ -27,27 +31,28 @@ export function classifyHttpFailure(failure: HttpFailure, now: number = Date.now
     return { kind: 'ambiguous', reason: `accepted without a readable message id (${reason})` };
   }
   if (status === 408 || status === 425 || status === 429 || status >= 500) {
-    const retryAfterMs = parseRetryAfter(failure.retryAfter, now);
-    return retryAfterMs === undefined
-      ? { kind: 'transient', reason }
-      : { kind: 'transient', reason, retryAfterMs };
+    return failureOfKind('transient', reason, failure.retryAfter, now);
   }
-  // 402 payment/quota; 404/405/410 and redirects mean the endpoint or domain configured for the service is
-  // wrong. All of them fail every mail of the service alike, so freezing it beats failing each recipient.
-  if (
-    status === 401 ||
-    status === 402 ||
-    status === 403 ||
-    status === 404 ||
-    status === 405 ||
-    status === 410
-  ) {
-    return { kind: 'account', reason };
-  }
+  if (ACCOUNT_STATUSES.has(status)) return { kind: 'account', reason };
+  // Redirects are not followed (a POST must not turn into a GET): the configured endpoint is wrong.
   if (status < 200 || (status >= 300 && status < 400)) {
     return { kind: 'account', reason: `unexpected answer (${reason})` };
   }
   return { kind: 'permanent', reason };
+}
+
+/**
+ * The outcome for a kind a provider's own error code decided; a transient one keeps the provider's Retry-After.
+ */
+export function failureOfKind(
+  kind: FailedSendOutcome['kind'],
+  reason: string,
+  retryAfter?: string | null,
+  now: number = Date.now(),
+): FailedSendOutcome {
+  if (kind !== 'transient') return { kind, reason };
+  const retryAfterMs = parseRetryAfter(retryAfter, now);
+  return retryAfterMs === undefined ? { kind, reason } : { kind, reason, retryAfterMs };
 }
 
 /** Retry-After is either delta-seconds or an HTTP date (RFC 9110 §10.2.3). */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { classifyHttpFailure, excerpt, parseRetryAfter } from './classify-http-failure';
+import { classifyHttpFailure, excerpt, failureOfKind } from './classify-http-failure';
 import { httpSenderOptionsShape, joinUrl, parseJson } from './http-sender-support';
 import { FailedSendOutcome, MailSender, OutgoingMail, SendOutcome, formatAddress } from './mail-sender';
 import { sendHttpRequest } from './send-http-request';
@@ -79,15 +79,7 @@ export class PostmarkSender implements MailSender {
         : excerpt(body);
     const retryAfter = headers.get('retry-after');
     const kind = errorCode ? POSTMARK_ERROR_KINDS[errorCode] : undefined;
-    if (kind === 'transient') {
-      const retryAfterMs = parseRetryAfter(retryAfter);
-      return {
-        kind,
-        reason: `HTTP ${status}: ${reason}`,
-        ...(retryAfterMs !== undefined && { retryAfterMs }),
-      };
-    }
-    if (kind) return { kind, reason: `HTTP ${status}: ${reason}` };
+    if (kind) return failureOfKind(kind, `HTTP ${status}: ${reason}`, retryAfter);
     return classifyHttpFailure({ stage: 'response', status, reason, retryAfter });
   }
 

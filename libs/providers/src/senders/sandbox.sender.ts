@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { errorMessage } from './error-message';
 import { basicAuthorization, httpUrlSchema } from './http-sender-support';
-import { MailSender, OutgoingMail, SendOutcome } from './mail-sender';
+import { FailedSendOutcome, MailSender, OutgoingMail, SendOutcome } from './mail-sender';
 import { SandboxAcceptance, SandboxMailbox } from './sandbox-mailbox';
 import { sendHttpRequest } from './send-http-request';
 
@@ -103,6 +103,13 @@ export interface SandboxSenderConfig {
   options?: z.input<typeof sandboxConfigSchema.options>;
 }
 
+/** Refusals happen before the mail is accepted, so nothing reaches the mailbox. */
+const SIMULATED_REFUSALS = {
+  transient: { kind: 'transient', reason: 'sandbox: simulated 503 Service Unavailable' },
+  permanent: { kind: 'permanent', reason: 'sandbox: simulated invalid recipient address' },
+  account: { kind: 'account', reason: 'sandbox: simulated account suspension' },
+} as const satisfies Record<string, FailedSendOutcome>;
+
 const CALLBACK_TIMEOUT_MS = 10_000;
 const DEFAULT_CALLBACK_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000, 8_000];
 
@@ -140,11 +147,9 @@ export class SandboxSender implements MailSender {
     } catch {
       return { kind: 'transient', reason: 'sandbox: aborted before the mail was accepted' };
     }
-    if (fate === 'transient')
-      return { kind: 'transient', reason: 'sandbox: simulated 503 Service Unavailable' };
-    if (fate === 'permanent')
-      return { kind: 'permanent', reason: 'sandbox: simulated invalid recipient address' };
-    if (fate === 'account') return { kind: 'account', reason: 'sandbox: simulated account suspension' };
+    if (fate === 'transient' || fate === 'permanent' || fate === 'account') {
+      return { ...SIMULATED_REFUSALS[fate] };
+    }
 
     let acceptance: SandboxAcceptance;
     try {
@@ -154,8 +159,9 @@ export class SandboxSender implements MailSender {
       return { kind: 'ambiguous', reason: `sandbox: mailbox failed: ${errorMessage(error)}` };
     }
     if (!acceptance.duplicate) this.scheduleCallbacks(mail, acceptance.providerMessageId, events);
-    if (fate === 'ambiguous')
+    if (fate === 'ambiguous') {
       return { kind: 'ambiguous', reason: 'sandbox: simulated connection loss after sending' };
+    }
     return { kind: 'sent', providerMessageId: acceptance.providerMessageId };
   }
 

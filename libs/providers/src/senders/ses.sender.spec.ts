@@ -101,6 +101,16 @@ describe('SesSender', () => {
     ]);
   });
 
+  it('encodes a display name beyond ASCII as SES requires', async () => {
+    await senderFor(server.baseUrl).send(
+      sampleMail({ from: { email: 'news@edm.example.com', name: 'Zoë' } }),
+    );
+
+    expect(JSON.parse(server.requests[0].body).FromEmailAddress).toBe(
+      '=?UTF-8?B?Wm/Dqw==?= <news@edm.example.com>',
+    );
+  });
+
   it('takes MessageId as the provider message id', async () => {
     expect(await senderFor(server.baseUrl).send(sampleMail())).toEqual({
       kind: 'sent',

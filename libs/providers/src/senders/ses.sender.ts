@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { signAwsRequest } from './aws-sigv4';
-import { classifyHttpFailure, excerpt, parseRetryAfter } from './classify-http-failure';
+import { classifyHttpFailure, excerpt, failureOfKind } from './classify-http-failure';
 import {
   DEFAULT_HTTP_TIMEOUT_MS,
   httpUrlSchema,
@@ -8,7 +8,14 @@ import {
   parseJson,
   timeoutMsSchema,
 } from './http-sender-support';
-import { FailedSendOutcome, MailSender, OutgoingMail, SendOutcome, formatAddress } from './mail-sender';
+import {
+  FailedSendOutcome,
+  MailAddress,
+  MailSender,
+  OutgoingMail,
+  SendOutcome,
+  formatAddress,
+} from './mail-sender';
 import { sendHttpRequest } from './send-http-request';
 
 export const sesConfigSchema = {
@@ -101,34 +108,18 @@ export class SesSender implements MailSender {
       const answer = sesAnswerSchema.safeParse(json);
       if (answer.success) return { kind: 'sent', providerMessageId: answer.data.MessageId };
     }
-    const error = sesErrorSchema.safeParse(json);
-    // The error type arrives in a header as `Type:namespace`, or in the body as `__type` or `code`.
-    const type = (
-      headers.get('x-amzn-errortype') ?? (error.success ? (error.data.__type ?? error.data.code) : undefined)
-    )
-      ?.split(':')[0]
-      ?.split('#')
-      .pop();
-    const message = error.success ? (error.data.message ?? error.data.Message) : undefined;
+    const { type, message } = sesError(headers, json);
     const reason = [type, message ?? excerpt(exchange.body)].filter(Boolean).join(': ');
-    const kind = type ? sesErrorKind(type, message ?? '', mail) : undefined;
     const retryAfter = headers.get('retry-after');
-    if (kind === 'transient') {
-      const retryAfterMs = parseRetryAfter(retryAfter);
-      return {
-        kind,
-        reason: `HTTP ${status}: ${reason}`,
-        ...(retryAfterMs !== undefined && { retryAfterMs }),
-      };
-    }
-    if (kind) return { kind, reason: `HTTP ${status}: ${reason}` };
+    const kind = type ? sesErrorKind(type, message ?? '', mail) : undefined;
+    if (kind) return failureOfKind(kind, `HTTP ${status}: ${reason}`, retryAfter);
     return classifyHttpFailure({ stage: 'response', status, reason, retryAfter });
   }
 
   private requestBody(mail: OutgoingMail) {
     return {
-      FromEmailAddress: formatAddress(mail.from),
-      Destination: { ToAddresses: [formatAddress(mail.to)] },
+      FromEmailAddress: sesAddress(mail.from),
+      Destination: { ToAddresses: [sesAddress(mail.to)] },
       Content: {
         Simple: {
           Subject: { Data: mail.subject, Charset: 'UTF-8' },
@@ -150,6 +141,23 @@ export class SesSender implements MailSender {
   }
 }
 
+/** SES takes a display name beyond ASCII only as an RFC 2047 encoded word. */
+function sesAddress(address: MailAddress): string {
+  if (!address.name || /^[\x20-\x7e]*$/.test(address.name)) return formatAddress(address);
+  return `=?UTF-8?B?${Buffer.from(address.name, 'utf8').toString('base64')}?= <${address.email}>`;
+}
+
+/** The error type arrives in a header as `Type:namespace`, or in the body as `namespace#Type` or `code`. */
+function sesError(headers: Headers, json: unknown): { type?: string; message?: string } {
+  const body = sesErrorSchema.safeParse(json);
+  const rawType =
+    headers.get('x-amzn-errortype') ?? (body.success ? (body.data.__type ?? body.data.code) : undefined);
+  return {
+    type: rawType?.split(':')[0].split('#').pop(),
+    message: body.success ? (body.data.message ?? body.data.Message) : undefined,
+  };
+}
+
 function sesErrorKind(
   type: string,
   message: string,
@@ -159,7 +167,7 @@ function sesErrorKind(
   // (https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html); only the rate passes soon.
   if (/daily message quota/i.test(message)) return 'account';
   // In the SES sandbox an unverified address is refused; when it is our own sender, no mail can go out.
-  if (type === 'MessageRejected' && message.toLowerCase().includes(mail.from.email.toLowerCase()))
-    return 'account';
+  const namesOurSender = message.toLowerCase().includes(mail.from.email.toLowerCase());
+  if (type === 'MessageRejected' && namesOurSender) return 'account';
   return SES_ERROR_KINDS[type];
 }

@@ -107,7 +107,7 @@ export class SmtpSender implements MailSender {
 
       const transmit = (): void => {
         const message = Readable.from([raw]);
-        // The stream ends once all of it went to the socket; the terminating dot follows in the same turn.
+        // It ends once all of it was handed on towards the socket; only the terminating dot follows.
         message.once('end', () => {
           messageWritten = true;
         });
