@@ -17,3 +17,15 @@ export class ConcurrencyError extends Error {
 
 export const expectedAsNumber = (expected: ExpectedVersion): number | null =>
   expected === 'any' ? null : expected === 'no_stream' ? 0 : expected;
+
+/** Runs a command again when its append lost a race, with a little jitter; other errors pass. */
+export async function retryOnConflict<T>(command: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await command();
+    } catch (error) {
+      if (!(error instanceof ConcurrencyError) || attempt >= attempts) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * attempt));
+    }
+  }
+}

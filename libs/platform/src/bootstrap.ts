@@ -1,0 +1,63 @@
+import { DynamicModule } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { NestExpressApplication } from '@nestjs/platform-express';
+import { AppConfig, ConfigError, loadConfig } from '@edm/config';
+import { JsonLogger } from '@edm/observability';
+import { GlobalExceptionFilter } from './global-exception.filter';
+
+export interface ServiceDefinition {
+  service: string;
+  module: (config: AppConfig) => DynamicModule;
+  port: (config: AppConfig) => number;
+  /** Extra wiring before listen (raw-body parsers, OpenAPI, ...). */
+  configure?: (app: NestExpressApplication, config: AppConfig) => void | Promise<void>;
+}
+
+/** Exit code for a configuration error (EX_CONFIG), so supervisors do not restart in a loop. */
+const EX_CONFIG = 78;
+
+export async function createService(definition: ServiceDefinition, config: AppConfig): Promise<NestExpressApplication> {
+  const logger = new JsonLogger(definition.service, config.LOG_LEVEL);
+  const app = await NestFactory.create<NestExpressApplication>(definition.module(config), {
+    logger,
+    bodyParser: false,
+    abortOnError: false,
+  });
+  app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES, strict: true });
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.useGlobalFilters(new GlobalExceptionFilter(logger));
+  app.enableShutdownHooks();
+  await definition.configure?.(app, config);
+  return app;
+}
+
+/** Boots a service as a process: validated config, JSON logs, graceful SIGTERM with a deadline. */
+export async function runService(definition: ServiceDefinition): Promise<void> {
+  let config: AppConfig;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    process.stderr.write(`${definition.service}: ${error instanceof ConfigError ? error.message : String(error)}\n`);
+    process.exit(EX_CONFIG);
+  }
+  const logger = new JsonLogger(definition.service, config.LOG_LEVEL);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.event('info', 'shutting down', { signal });
+      setTimeout(() => {
+        logger.event('error', 'shutdown deadline passed, exiting', { deadlineMs: config.SHUTDOWN_TIMEOUT_MS });
+        process.exit(1);
+      }, config.SHUTDOWN_TIMEOUT_MS).unref();
+    });
+  }
+  try {
+    const app = await createService(definition, config);
+    const port = definition.port(config);
+    await app.listen(port, '0.0.0.0');
+    logger.event('info', 'listening', { port: (app.getHttpServer().address() as { port: number }).port });
+  } catch (error) {
+    logger.event('error', 'start-up failed', { error: error instanceof Error ? error.stack : String(error) });
+    process.exit(1);
+  }
+}

@@ -1,0 +1,51 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
+import type { Response } from 'express';
+import { JsonLogger } from '@edm/observability';
+import { DomainError, DomainErrorCode, HTTP_STATUS } from './domain-error';
+
+interface ErrorBody {
+  error: { code: string; message: string; fields?: { field: string; message: string }[] };
+}
+
+/** Errors Express' body parser raises before our code runs, by their `type`. */
+const BODY_PARSER_ERRORS: Record<string, DomainErrorCode> = {
+  'entity.too.large': 'PAYLOAD_TOO_LARGE',
+  'entity.parse.failed': 'VALIDATION_FAILED',
+  'entity.verify.failed': 'VALIDATION_FAILED',
+  'encoding.unsupported': 'UNSUPPORTED_MEDIA_TYPE',
+  'charset.unsupported': 'UNSUPPORTED_MEDIA_TYPE',
+  'request.aborted': 'VALIDATION_FAILED',
+};
+
+/** Shapes every HTTP error the same way; anything unexpected is a plain 500 without internals. */
+@Catch()
+export class GlobalExceptionFilter implements ExceptionFilter {
+  constructor(private readonly logger: JsonLogger) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const response = host.switchToHttp().getResponse<Response>();
+    const [status, body] = this.describe(exception);
+    if (status >= 500 && status !== 503) {
+      this.logger.event('error', 'unhandled error', { error: exception instanceof Error ? exception.stack : String(exception) });
+    }
+    if (!response.headersSent) response.status(status).json(body);
+  }
+
+  private describe(exception: unknown): [number, ErrorBody] {
+    if (exception instanceof DomainError) {
+      return [HTTP_STATUS[exception.code], { error: { code: exception.code, message: exception.message, fields: exception.fields } }];
+    }
+    const parserType = (exception as { type?: unknown })?.type;
+    if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {
+      const code = BODY_PARSER_ERRORS[parserType];
+      const message = code === 'PAYLOAD_TOO_LARGE' ? 'request body is too large' : code === 'VALIDATION_FAILED' ? 'request body is not valid JSON' : 'unsupported request encoding';
+      return [HTTP_STATUS[code], { error: { code, message } }];
+    }
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      const code = status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status < 500 ? 'BAD_REQUEST' : 'INTERNAL';
+      return [status, { error: { code, message: status < 500 ? exception.message : 'internal error' } }];
+    }
+    return [500, { error: { code: 'INTERNAL', message: 'internal error' } }];
+  }
+}

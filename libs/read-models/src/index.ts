@@ -1,0 +1,17 @@
+import { Projection } from '@edm/event-store';
+import { accountsProjection } from './accounts.projection';
+import { contactsProjection } from './contacts.projection';
+import { servicesProjection } from './services.projection';
+import { tasksProjection } from './tasks.projection';
+import { templatesProjection } from './templates.projection';
+
+export { accountsProjection, contactsProjection, servicesProjection, tasksProjection, templatesProjection };
+
+/** Every inline projection, in the order a rebuild must apply them (parents before children). */
+export const allProjections: readonly Projection[] = [
+  accountsProjection,
+  servicesProjection,
+  contactsProjection,
+  templatesProjection,
+  tasksProjection,
+];
