@@ -1,1 +1,3 @@
 export * from './mail-event-type';
+export * from './credentials-vault';
+export * from './email-address';
