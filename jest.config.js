@@ -24,6 +24,6 @@ module.exports = {
   projects: [
     tier('unit', ['<rootDir>/{apps,libs}/**/*.spec.ts']),
     tier('int', ['<rootDir>/{apps,libs}/**/*.int-spec.ts']),
-    tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts']),
+    tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts'], { testTimeout: 60_000 }),
   ],
 };

@@ -27,7 +27,6 @@ export async function createService(definition: ServiceDefinition, config: AppCo
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.useGlobalFilters(new GlobalExceptionFilter(logger));
-  app.enableShutdownHooks();
   await definition.configure?.(app, config);
   return app;
 }
@@ -42,6 +41,17 @@ export async function runService(definition: ServiceDefinition): Promise<void> {
     process.exit(EX_CONFIG);
   }
   const logger = new JsonLogger(definition.service, config.LOG_LEVEL);
+  let app: NestExpressApplication;
+  try {
+    app = await createService(definition, config);
+    await app.listen(definition.port(config), '0.0.0.0');
+    logger.event('info', 'listening', { port: (app.getHttpServer().address() as { port: number }).port });
+  } catch (error) {
+    logger.event('error', 'start-up failed', { error: error instanceof Error ? error.stack : String(error) });
+    process.exit(1);
+  }
+  // Stop taking work, let the shutdown hooks finish or release what is in flight, drain NATS,
+  // close Postgres; past the deadline, exit anyway so an orchestrator is never kept waiting.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       logger.event('info', 'shutting down', { signal });
@@ -49,15 +59,13 @@ export async function runService(definition: ServiceDefinition): Promise<void> {
         logger.event('error', 'shutdown deadline passed, exiting', { deadlineMs: config.SHUTDOWN_TIMEOUT_MS });
         process.exit(1);
       }, config.SHUTDOWN_TIMEOUT_MS).unref();
+      app.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.event('error', 'shutdown failed', { error: String(error) });
+          process.exit(1);
+        },
+      );
     });
-  }
-  try {
-    const app = await createService(definition, config);
-    const port = definition.port(config);
-    await app.listen(port, '0.0.0.0');
-    logger.event('info', 'listening', { port: (app.getHttpServer().address() as { port: number }).port });
-  } catch (error) {
-    logger.event('error', 'start-up failed', { error: error instanceof Error ? error.stack : String(error) });
-    process.exit(1);
   }
 }

@@ -1,0 +1,86 @@
+/**
+ * Small helpers shared by the benches (not a bench itself).
+ * The benches run from source: `node -r @swc-node/register bench/<name>.ts`.
+ */
+import { cpus, totalmem } from 'node:os';
+
+export const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+export const rate = (count: number, ms: number): number => (count * 1_000) / ms;
+
+export const fmt = (perSecond: number): string => `${Math.round(perSecond).toLocaleString('en-US')}/s`;
+
+export const now = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+export function machine(): string {
+  const cpu = cpus();
+  return [
+    `node ${process.version} (${process.platform}/${process.arch})`,
+    `cores ${cpu.length} (${cpu[0]?.model.trim() ?? 'unknown'})`,
+    `memory ${Math.round(totalmem() / 2 ** 30)} GiB`,
+  ].join(', ');
+}
+
+export const log = (message: string): void => {
+  process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+};
+
+export interface Comparison {
+  figure: string;
+  measured: number;
+  baselineName: string;
+  baseline: number;
+  /** The goal as a fraction of the baseline, e.g. 0.5. */
+  goal: number;
+}
+
+/** Prints the result table. A miss is reported, never turned into a failing exit code. */
+export function printComparison(rows: readonly Comparison[]): void {
+  const table = rows.map((r) => {
+    const ratio = r.measured / r.baseline;
+    return {
+      figure: `${r.figure}: ${fmt(r.measured)}`,
+      baseline: `${r.baselineName}: ${fmt(r.baseline)}`,
+      ratio: `${ratio.toFixed(2)}x`,
+      goal: `>= ${r.goal.toFixed(2)}x`,
+      result: ratio >= r.goal ? 'PASS' : 'MISS',
+    };
+  });
+  const columns = ['figure', 'baseline', 'ratio', 'goal', 'result'] as const;
+  const widths = columns.map((c) => Math.max(c.length, ...table.map((row) => row[c].length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
+  process.stdout.write(
+    [line(columns), line(widths.map((w) => '-'.repeat(w))), ...table.map((row) => line(columns.map((c) => row[c])))].join('\n') +
+      '\n',
+  );
+}
+
+/**
+ * Bounds a whole bench: after `ms` the cleanup runs (itself bounded) and the process exits 2.
+ * Returns a function that disarms the watchdog once the bench has finished.
+ */
+export function watchdog(ms: number, cleanup: () => Promise<void>): () => void {
+  const timer = setTimeout(() => {
+    process.stderr.write(`bench: gave up after ${Math.round(ms / 1_000)} s, cleaning up\n`);
+    const forced = setTimeout(() => process.exit(2), 30_000);
+    forced.unref();
+    cleanup()
+      .catch((error: unknown) => process.stderr.write(`bench: cleanup failed: ${String(error)}\n`))
+      .finally(() => process.exit(2));
+  }, ms);
+  return () => clearTimeout(timer);
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
