@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { Client } from 'pg';
+import { AppName, createTestEnvironment, eventually, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
+
+const APPS: AppName[] = ['api', 'dispatcher', 'webhook-ingest', 'monitor'];
+const CONSUMERS = ['dispatcher', 'webhook-ingest', 'monitor'];
+
+/** The four services as processes on one database and one stream: boot, health, the bus, failover. */
+describe('the system (e2e)', () => {
+  let env: TestEnvironment;
+  const running = new Map<AppName, ServiceProcess>();
+
+  const relayActive = async (service: ServiceProcess) => {
+    const text = await (await fetch(`${service.url}/metrics`)).text();
+    return /^edm_relay_active\{[^}]*\} 1$/m.test(text);
+  };
+
+  beforeAll(async () => {
+    env = await createTestEnvironment('system');
+    // Started together: migrations and stream provisioning race and must all succeed.
+    const started = await Promise.all(APPS.map((app) => startService(app, { ...env.env, RELAY_POLL_INTERVAL_MS: '200' })));
+    APPS.forEach((app, i) => running.set(app, started[i]));
+  }, 90_000);
+
+  afterAll(async () => {
+    const codes = await Promise.all([...running.values()].map((s) => s.stop()));
+    expect(codes.every((code) => code === 0)).toBe(true);
+    await env.dispose();
+  });
+
+  it('boots every service ready, each with its durable consumer on the stream', async () => {
+    for (const service of running.values()) {
+      const ready = await (await fetch(`${service.url}/health/ready`)).json();
+      expect(ready.details).toMatchObject({ postgres: { status: 'up' }, nats: { status: 'up' }, stream: { status: 'up' } });
+      expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
+    }
+    const nc = await connect({ servers: env.natsUrl });
+    const jsm = await jetstreamManager(nc);
+    for (const durable of CONSUMERS) expect((await jsm.consumers.info(env.stream, durable)).config.durable_name).toBe(durable);
+    await nc.close();
+  });
+
+  it('runs one active relay among four processes, and a command reaches every consumer through it', async () => {
+    const active = await Promise.all([...running.values()].map(relayActive));
+    expect(active.filter(Boolean)).toHaveLength(1);
+
+    const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
+    const api = running.get('api')!;
+    const post = (path: string, body: unknown) =>
+      fetch(`${api.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    await post('/api/v1/contacts', { contacts: [{ email: 'bus@example.com', tags: ['bus'] }] });
+    expect((await post('/api/v1/tasks', { name: 'bus', subject: 's', text: 't', recipients: { tags: ['bus'] } })).status).toBe(201);
+
+    const db = new Client({ connectionString: env.databaseUrl });
+    await db.connect();
+    const { rows } = await db.query(`SELECT count(*)::int AS n FROM events`);
+    await db.end();
+    const nc = await connect({ servers: env.natsUrl });
+    const jsm = await jetstreamManager(nc);
+    await eventually('every consumer acknowledged every event', async () => {
+      const infos = await Promise.all(CONSUMERS.map((d) => jsm.consumers.info(env.stream, d)));
+      return infos.every((i) => i.ack_floor.stream_seq >= rows[0].n && i.num_ack_pending === 0);
+    });
+    expect((await jsm.streams.info(env.stream)).state.messages).toBe(rows[0].n);
+    await nc.close();
+  });
+
+  it('hands the relay to another process when the active one is killed with SIGKILL', async () => {
+    const entries = [...running.entries()];
+    const flags = await Promise.all(entries.map(([, s]) => relayActive(s)));
+    const [victimApp, victim] = entries[flags.indexOf(true)];
+    await victim.kill();
+    running.delete(victimApp);
+    await eventually('another relay active', async () => (await Promise.all([...running.values()].map(relayActive))).filter(Boolean).length === 1, 30_000, 200);
+    running.set(victimApp, await startService(victimApp, { ...env.env, RELAY_POLL_INTERVAL_MS: '200' }));
+    expect((await Promise.all([...running.values()].map(relayActive))).filter(Boolean)).toHaveLength(1);
+  });
+});
