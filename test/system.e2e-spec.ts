@@ -33,7 +33,7 @@ describe('the system (e2e)', () => {
 
   it('boots every service ready, each with its durable consumer on the stream', async () => {
     for (const service of running.values()) {
-      const ready = await (await fetch(`${service.url}/health/ready`)).json();
+      const ready = (await (await fetch(`${service.url}/health/ready`)).json()) as { details: unknown };
       expect(ready.details).toMatchObject({ postgres: { status: 'up' }, nats: { status: 'up' }, stream: { status: 'up' } });
       expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
     }

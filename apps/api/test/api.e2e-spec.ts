@@ -259,7 +259,7 @@ describe('api (e2e)', () => {
   it('serves the OpenAPI document and the health and metrics endpoints', async () => {
     const docs = await fetch(`${api.url}/api/docs-json`);
     expect(docs.status).toBe(200);
-    const doc = await docs.json();
+    const doc = (await docs.json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/api/v1/tasks', '/api/v1/services/{id}/freeze']));
     expect((await fetch(`${api.url}/health/live`)).status).toBe(200);
     const metrics = await (await fetch(`${api.url}/metrics`)).text();

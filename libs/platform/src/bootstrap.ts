@@ -52,8 +52,11 @@ export async function runService(definition: ServiceDefinition): Promise<void> {
   }
   // Stop taking work, let the shutdown hooks finish or release what is in flight, drain NATS,
   // close Postgres; past the deadline, exit anyway so an orchestrator is never kept waiting.
+  let shuttingDown = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (shuttingDown) return;
+      shuttingDown = true;
       logger.event('info', 'shutting down', { signal });
       setTimeout(() => {
         logger.event('error', 'shutdown deadline passed, exiting', { deadlineMs: config.SHUTDOWN_TIMEOUT_MS });
