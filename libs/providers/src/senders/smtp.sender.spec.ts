@@ -75,8 +75,10 @@ async function startScriptedSmtpPeer(script: {
         buffered = buffered.slice(end + 2);
         if (line.startsWith('EHLO') || line.startsWith('HELO')) socket.write('250 scripted\r\n');
         else if (line.startsWith('MAIL FROM')) socket.write('250 OK\r\n');
-        else if (line.startsWith('RCPT TO'))
-          script.atRcpt ? script.atRcpt(socket) : socket.write('250 OK\r\n');
+        else if (line.startsWith('RCPT TO')) {
+          if (script.atRcpt) script.atRcpt(socket);
+          else socket.write('250 OK\r\n');
+        }
         else if (line === 'DATA') {
           inData = true;
           socket.write('354 go ahead\r\n');
