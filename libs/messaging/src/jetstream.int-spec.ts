@@ -1,0 +1,87 @@
+import { DataSource } from 'typeorm';
+import { DomainEvent } from '@edm/events';
+import { uuidv7 } from '@edm/event-store';
+import { createDataSource, runMigrations } from '@edm/persistence';
+import { createTestEnvironment, eventually, TestEnvironment } from '@edm/testing';
+import { ack, nak, term } from './ack-decision';
+import { handleOnce } from './idempotent-handler';
+import { JetStreamService } from './jetstream.service';
+
+const event = (taskId = uuidv7()): DomainEvent => ({
+  id: uuidv7(),
+  type: 'TaskPaused',
+  streamId: `task-${taskId}`,
+  version: 1,
+  occurredAt: new Date().toISOString(),
+  data: { taskId },
+  metadata: { correlationId: 'c', causationId: null },
+});
+
+describe('JetStreamService (NATS)', () => {
+  let env: TestEnvironment;
+  let js: JetStreamService;
+  let db: DataSource;
+  const logs: string[] = [];
+
+  beforeAll(async () => {
+    env = await createTestEnvironment('jetstream');
+    js = new JetStreamService({
+      servers: env.natsUrl,
+      stream: env.stream,
+      subjectPrefix: env.subjectPrefix,
+      duplicateWindowMs: 120_000,
+      name: 'jetstream-test',
+      log: (_level, message, fields) => logs.push(`${message} ${JSON.stringify(fields)}`),
+    });
+    await js.connect();
+    db = createDataSource({ url: env.databaseUrl, poolSize: 4, applicationName: 'test' });
+    await db.initialize();
+    await runMigrations(db);
+  });
+
+  afterAll(async () => {
+    await js.drain();
+    await db.destroy();
+    await env.dispose();
+  });
+
+  it('provisions the stream idempotently and drops a republished event id', async () => {
+    await js.ensureStream();
+    await js.ensureStream();
+    const e = event();
+    const first = await js.publish(e);
+    const again = await js.publish(e);
+    expect(first.duplicate).toBe(false);
+    expect(again).toEqual({ duplicate: true, seq: first.seq });
+    expect(js.subject(e)).toBe(`${env.subjectPrefix}.task.paused`);
+  });
+
+  it('acks, redelivers after nak, stops after term, and terminates payloads that are not events', async () => {
+    const seen = new Map<string, number>();
+    const [okEvent, flaky, poison] = [event(), event(), event()];
+    await js.consume({ durable: 'decisions', filterSubject: `${env.subjectPrefix}.task.>` }, async (e, context) => {
+      seen.set(e.id, (seen.get(e.id) ?? 0) + 1);
+      if (e.id === flaky.id && context.deliveryCount < 3) return nak(50, 'not yet');
+      if (e.id === poison.id) return term('can never succeed');
+      return ack();
+    });
+    for (const e of [okEvent, flaky, poison]) await js.publish(e);
+    js.connection.publish(`${env.subjectPrefix}.task.garbage`, 'not json');
+    await eventually('flaky succeeded on its third delivery', async () => seen.get(flaky.id) === 3);
+    await eventually('garbage terminated', async () => (js.stats.get('decisions')?.termed ?? 0) >= 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen.get(okEvent.id)).toBe(1);
+    expect(seen.get(poison.id)).toBe(1);
+    expect(js.stats.get('decisions')).toMatchObject({ naked: 2, termed: 2 });
+    expect(logs.some((l) => l.includes('message terminated') && l.includes('can never succeed'))).toBe(true);
+  });
+
+  it('runs an idempotent handler once per consumer and event, even when redelivered', async () => {
+    await db.query(`CREATE TABLE effects (n integer)`);
+    const e = event();
+    const run = () => handleOnce(db, 'counter', e, (tx) => tx.query(`INSERT INTO effects VALUES (1)`));
+    expect(await Promise.all([run(), run(), run()])).toEqual(expect.arrayContaining([true, false, false]));
+    expect((await db.query(`SELECT count(*)::int AS n FROM effects`))[0].n).toBe(1);
+    expect(await handleOnce(db, 'another-consumer', e, async () => undefined)).toBe(true);
+  });
+});
