@@ -52,10 +52,14 @@ export function printComparison(rows: readonly Comparison[]): void {
   });
   const columns = ['figure', 'baseline', 'ratio', 'goal', 'result'] as const;
   const widths = columns.map((c) => Math.max(c.length, ...table.map((row) => row[c].length)));
-  const line = (cells: readonly string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
+  const line = (cells: readonly string[]) =>
+    `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`;
   process.stdout.write(
-    [line(columns), line(widths.map((w) => '-'.repeat(w))), ...table.map((row) => line(columns.map((c) => row[c])))].join('\n') +
-      '\n',
+    [
+      line(columns),
+      line(widths.map((w) => '-'.repeat(w))),
+      ...table.map((row) => line(columns.map((c) => row[c]))),
+    ].join('\n') + '\n',
   );
 }
 
@@ -75,7 +79,12 @@ export function watchdog(ms: number, cleanup: () => Promise<void>): () => void {
   return () => clearTimeout(timer);
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();

@@ -47,7 +47,10 @@ async function stopApi(): Promise<void> {
   api = undefined;
   if (!running) return;
   apiOutput = running.output();
-  const stopped = await Promise.race([running.stop(), new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000))]);
+  const stopped = await Promise.race([
+    running.stop(),
+    new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000)),
+  ]);
   if (stopped === 'timeout') await running.kill();
 }
 
@@ -59,7 +62,18 @@ async function cleanup(): Promise<void> {
   env = undefined;
 }
 
-async function call(method: string, path: string, key: string, body: unknown): Promise<{ status: number; json: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field
+/** The fields of an answer the bench looks at; everything else is only shown in errors. */
+interface Answer {
+  id?: string;
+  counts?: { total?: number };
+}
+
+async function call(
+  method: string,
+  path: string,
+  key: string,
+  body: unknown,
+): Promise<{ status: number; json: Answer }> {
   if (!api) throw new Error('the API is not running');
   const response = await fetch(`${api.url}${path}`, {
     method,
@@ -68,11 +82,11 @@ async function call(method: string, path: string, key: string, body: unknown): P
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   const text = await response.text();
-  let json: unknown = text;
+  let json: Answer;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(text) as Answer;
   } catch {
-    // not JSON: kept as text for the error message
+    json = { text } as Answer; // not JSON: kept as text for the error message
   }
   return { status: response.status, json };
 }
@@ -101,7 +115,9 @@ async function relayDrained(client: Client): Promise<void> {
 
 async function apiFigure(): Promise<number[]> {
   env = await createTestEnvironment('bench_task_create');
-  log(`test environment ${env.id}: database ${new URL(env.databaseUrl).pathname.slice(1)}, stream ${env.stream}`);
+  log(
+    `test environment ${env.id}: database ${new URL(env.databaseUrl).pathname.slice(1)}, stream ${env.stream}`,
+  );
   api = await startService('api', env.env);
   log(`API started (pid ${api.process.pid}) at ${api.url}`);
   const home = env.home;
@@ -127,32 +143,54 @@ async function apiFigure(): Promise<number[]> {
       tags: [tag],
     }));
     const answer = await call('POST', '/api/v1/contacts', key, { contacts });
-    if (answer.status !== 200) throw new Error(`POST /api/v1/contacts answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 500)}`);
+    if (answer.status !== 200)
+      throw new Error(
+        `POST /api/v1/contacts answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 500)}`,
+      );
   }
-  const [{ count: contactCount }] = (await db.query(`SELECT count(*)::int AS count FROM contacts WHERE $1 = ANY(tags)`, [tag])).rows;
-  if (contactCount !== CONTACTS) throw new Error(`expected ${CONTACTS} contacts tagged ${tag}, found ${contactCount}`);
-  log(`created ${CONTACTS.toLocaleString('en-US')} contacts tagged ${tag} in ${((now() - seeding) / 1_000).toFixed(1)} s (not timed)`);
+  const [{ count: contactCount }] = (
+    await db.query(`SELECT count(*)::int AS count FROM contacts WHERE $1 = ANY(tags)`, [tag])
+  ).rows;
+  if (contactCount !== CONTACTS)
+    throw new Error(`expected ${CONTACTS} contacts tagged ${tag}, found ${contactCount}`);
+  log(
+    `created ${CONTACTS.toLocaleString('en-US')} contacts tagged ${tag} in ${((now() - seeding) / 1_000).toFixed(1)} s (not timed)`,
+  );
   await relayDrained(db);
 
   const rates: number[] = [];
   for (let run = 1; run <= RUNS; run += 1) {
-    const body = { name: `bench run ${run}`, subject: 'Bench', text: 'Hello from the bench.', recipients: { tags: [tag] } };
+    const body = {
+      name: `bench run ${run}`,
+      subject: 'Bench',
+      text: 'Hello from the bench.',
+      recipients: { tags: [tag] },
+    };
     const started = now();
     const answer = await call('POST', '/api/v1/tasks', key, body);
     const ms = now() - started;
-    if (answer.status !== 201) throw new Error(`POST /api/v1/tasks answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 500)}`);
-    if (answer.json?.counts?.total !== CONTACTS) throw new Error(`counts.total is ${answer.json?.counts?.total}, expected ${CONTACTS}`);
+    if (answer.status !== 201)
+      throw new Error(
+        `POST /api/v1/tasks answered ${answer.status}: ${JSON.stringify(answer.json).slice(0, 500)}`,
+      );
+    if (answer.json?.counts?.total !== CONTACTS)
+      throw new Error(`counts.total is ${answer.json?.counts?.total}, expected ${CONTACTS}`);
+    const taskId = answer.json.id;
     const [{ mine, all }] = (
       await db.query(
         `SELECT count(*) FILTER (WHERE task_id = $1)::int AS mine, count(*)::int AS all FROM sub_tasks`,
-        [answer.json.id],
+        [taskId],
       )
     ).rows;
-    if (mine !== CONTACTS) throw new Error(`sub_tasks holds ${mine} rows of task ${answer.json.id}, expected ${CONTACTS}`);
-    if (all !== CONTACTS * run) throw new Error(`sub_tasks holds ${all} rows in all, expected ${CONTACTS * run}`);
+    if (mine !== CONTACTS)
+      throw new Error(`sub_tasks holds ${mine} rows of task ${taskId}, expected ${CONTACTS}`);
+    if (all !== CONTACTS * run)
+      throw new Error(`sub_tasks holds ${all} rows in all, expected ${CONTACTS * run}`);
     const perSecond = rate(CONTACTS, ms);
     rates.push(perSecond);
-    log(`run ${run}: task ${answer.json.id}, ${CONTACTS.toLocaleString('en-US')} recipients in ${(ms / 1_000).toFixed(2)} s = ${fmt(perSecond)} (sub_tasks: ${mine} of this task, ${all} in all)`);
+    log(
+      `run ${run}: task ${taskId}, ${CONTACTS.toLocaleString('en-US')} recipients in ${(ms / 1_000).toFixed(2)} s = ${fmt(perSecond)} (sub_tasks: ${mine} of this task, ${all} in all)`,
+    );
     await relayDrained(db);
   }
   await stopApi();
@@ -167,10 +205,22 @@ async function baseline(): Promise<number[]> {
     `SELECT tablename, indexdef FROM pg_indexes WHERE tablename IN ('sub_tasks', 'bench_sub_tasks') ORDER BY tablename, indexname`,
   );
   const count = (table: string) => indexes.filter((i) => i.tablename === table).length;
-  if (count('sub_tasks') !== count('bench_sub_tasks')) throw new Error('the scratch table does not have the indexes of sub_tasks');
+  if (count('sub_tasks') !== count('bench_sub_tasks'))
+    throw new Error('the scratch table does not have the indexes of sub_tasks');
   log(`scratch table bench_sub_tasks: LIKE sub_tasks INCLUDING ALL, ${count('bench_sub_tasks')} indexes`);
 
-  const columns = ['id', 'task_id', 'account_id', 'contact_id', 'email', 'status', 'tracking_id', 'next_attempt_at', 'created_at', 'updated_at'];
+  const columns = [
+    'id',
+    'task_id',
+    'account_id',
+    'contact_id',
+    'email',
+    'status',
+    'tracking_id',
+    'next_attempt_at',
+    'created_at',
+    'updated_at',
+  ];
   const placeholders = Array.from(
     { length: ROWS_PER_INSERT },
     (_, r) => `(${columns.map((_c, c) => `$${r * columns.length + c + 1}`).join(', ')})`,
@@ -187,7 +237,18 @@ async function baseline(): Promise<number[]> {
     for (let start = 0; start < CONTACTS; start += ROWS_PER_INSERT) {
       const values: unknown[] = [];
       for (let i = start; i < start + ROWS_PER_INSERT; i += 1) {
-        values.push(uuidv7(), taskId, accountId, uuidv7(), `c${i}@bench.example.com`, 'pending', uuidv7().replace(/-/g, ''), at, at, at);
+        values.push(
+          uuidv7(),
+          taskId,
+          accountId,
+          uuidv7(),
+          `c${i}@bench.example.com`,
+          'pending',
+          uuidv7().replace(/-/g, ''),
+          at,
+          at,
+          at,
+        );
       }
       batches.push(values);
     }
@@ -196,11 +257,16 @@ async function baseline(): Promise<number[]> {
     for (const values of batches) await db.query(sql, values);
     await db.query('COMMIT');
     const ms = now() - started;
-    const [{ rows }] = (await db.query(`SELECT count(*)::int AS rows FROM bench_sub_tasks WHERE task_id = $1`, [taskId])).rows;
-    if (rows !== CONTACTS) throw new Error(`bench_sub_tasks holds ${rows} rows of run ${run}, expected ${CONTACTS}`);
+    const [{ rows }] = (
+      await db.query(`SELECT count(*)::int AS rows FROM bench_sub_tasks WHERE task_id = $1`, [taskId])
+    ).rows;
+    if (rows !== CONTACTS)
+      throw new Error(`bench_sub_tasks holds ${rows} rows of run ${run}, expected ${CONTACTS}`);
     const perSecond = rate(CONTACTS, ms);
     rates.push(perSecond);
-    log(`baseline run ${run}: ${CONTACTS.toLocaleString('en-US')} rows in ${(ms / 1_000).toFixed(2)} s = ${fmt(perSecond)}`);
+    log(
+      `baseline run ${run}: ${CONTACTS.toLocaleString('en-US')} rows in ${(ms / 1_000).toFixed(2)} s = ${fmt(perSecond)}`,
+    );
   }
   await db.query(`DROP TABLE bench_sub_tasks`);
   return rates;
@@ -213,7 +279,9 @@ async function main(): Promise<void> {
     const figure = await apiFigure();
     const [{ version }] = (await db!.query(`SELECT current_setting('server_version') AS version`)).rows;
     const base = await baseline();
-    log(`postgres ${version}; API started from dist/ with the test environment's variables (relay enabled, pool 10)`);
+    log(
+      `postgres ${version}; API started from dist/ with the test environment's variables (relay enabled, pool 10)`,
+    );
     log(`task create: recipients/s per run ${figure.map(fmt).join(', ')}; median ${fmt(median(figure))}`);
     log(`baseline:    rows/s per run ${base.map(fmt).join(', ')}; median ${fmt(median(base))}`);
     printComparison([
@@ -232,7 +300,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench task-create failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(
+    `bench task-create failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
   if (apiOutput) process.stderr.write(`API output (tail):\n${apiOutput.slice(-4_000)}\n`);
   process.exitCode = 1;
 });

@@ -14,7 +14,8 @@ const APPS = [
 const COLOURS = ['\x1b[36m', '\x1b[35m', '\x1b[33m', '\x1b[32m'];
 const tty = process.stdout.isTTY;
 
-const say = (line: string) => process.stdout.write(`${tty ? '\x1b[1m' : ''}[edm]${tty ? '\x1b[0m' : ''} ${line}\n`);
+const say = (line: string) =>
+  process.stdout.write(`${tty ? '\x1b[1m' : ''}[edm]${tty ? '\x1b[0m' : ''} ${line}\n`);
 
 const reachable = (url: string, defaultPort: number) =>
   new Promise<boolean>((ok) => {
@@ -30,14 +31,20 @@ async function ensureNats(config: AppConfig, children: ChildProcess[]): Promise<
   const first = config.NATS_URL.split(',')[0];
   if (await reachable(first, 4222)) return;
   const binary = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).stdout.trim();
-  if (!binary) throw new Error(`no NATS at ${first} and no nats-server binary on PATH: install NATS (2.9+) or set NATS_URL`);
+  if (!binary)
+    throw new Error(
+      `no NATS at ${first} and no nats-server binary on PATH: install NATS (2.9+) or set NATS_URL`,
+    );
   const u = new URL(first);
   const store = join(config.home, 'nats');
   mkdirSync(store, { recursive: true });
   say(`no NATS at ${first}: starting ${binary} with JetStream (store ${store})`);
-  const child = spawn(binary, ['-a', u.hostname, '-p', u.port || '4222', '-js', '-sd', store], { stdio: 'ignore' });
+  const child = spawn(binary, ['-a', u.hostname, '-p', u.port || '4222', '-js', '-sd', store], {
+    stdio: 'ignore',
+  });
   children.push(child);
-  for (let i = 0; i < 50 && !(await reachable(first, 4222)); i += 1) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 50 && !(await reachable(first, 4222)); i += 1)
+    await new Promise((r) => setTimeout(r, 100));
 }
 
 async function main(): Promise<void> {
@@ -53,7 +60,9 @@ async function main(): Promise<void> {
   process.once('SIGTERM', stopAll);
 
   if (!(await reachable(config.DATABASE_URL, 5432))) {
-    throw new Error(`no Postgres at ${new URL(config.DATABASE_URL).host}: start Postgres (14+) or set DATABASE_URL`);
+    throw new Error(
+      `no Postgres at ${new URL(config.DATABASE_URL).host}: start Postgres (14+) or set DATABASE_URL`,
+    );
   }
   await ensureNats(config, children);
   await ensureDatabase(config.DATABASE_URL);
@@ -64,9 +73,16 @@ async function main(): Promise<void> {
   say(applied.length ? `migrations applied: ${applied.join(', ')}` : 'schema is up to date');
 
   APPS.forEach(([app], i) => {
-    const child = spawn(process.execPath, [resolve(__dirname, '../apps', app, 'src/main.js')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [resolve(__dirname, '../apps', app, 'src/main.js')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const prefix = `${tty ? COLOURS[i] : ''}${app.padEnd(14)}${tty ? '\x1b[0m' : ''}|`;
-    const relay = (chunk: Buffer) => chunk.toString().split('\n').filter(Boolean).forEach((line) => process.stdout.write(`${prefix} ${line}\n`));
+    const relay = (chunk: Buffer) =>
+      chunk
+        .toString()
+        .split('\n')
+        .filter(Boolean)
+        .forEach((line) => process.stdout.write(`${prefix} ${line}\n`));
     child.stdout?.on('data', relay);
     child.stderr?.on('data', relay);
     child.once('exit', (code, signal) => {
@@ -80,7 +96,10 @@ async function main(): Promise<void> {
   for (const [app, portVariable] of APPS) {
     const url = `http://127.0.0.1:${config[portVariable]}/health/ready`;
     for (let i = 0; i < 300; i += 1) {
-      const ok = await fetch(url).then((r) => r.status === 200, () => false);
+      const ok = await fetch(url).then(
+        (r) => r.status === 200,
+        () => false,
+      );
       if (ok) break;
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -95,6 +114,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`edm start: ${error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(
+    `edm start: ${error instanceof ConfigError ? error.message : error instanceof Error ? error.message : String(error)}\n`,
+  );
   process.exit(1);
 });

@@ -3,7 +3,14 @@ import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
-import { AppName, createTestEnvironment, eventually, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
+import {
+  AppName,
+  createTestEnvironment,
+  eventually,
+  ServiceProcess,
+  startService,
+  TestEnvironment,
+} from '@edm/testing';
 
 const APPS: AppName[] = ['api', 'dispatcher', 'webhook-ingest', 'monitor'];
 const CONSUMERS = ['dispatcher', 'webhook-ingest', 'monitor'];
@@ -21,7 +28,9 @@ describe('the system (e2e)', () => {
   beforeAll(async () => {
     env = await createTestEnvironment('system');
     // Started together: migrations and stream provisioning race and must all succeed.
-    const started = await Promise.all(APPS.map((app) => startService(app, { ...env.env, RELAY_POLL_INTERVAL_MS: '200' })));
+    const started = await Promise.all(
+      APPS.map((app) => startService(app, { ...env.env, RELAY_POLL_INTERVAL_MS: '200' })),
+    );
     APPS.forEach((app, i) => running.set(app, started[i]));
   }, 90_000);
 
@@ -34,12 +43,17 @@ describe('the system (e2e)', () => {
   it('boots every service ready, each with its durable consumer on the stream', async () => {
     for (const service of running.values()) {
       const ready = (await (await fetch(`${service.url}/health/ready`)).json()) as { details: unknown };
-      expect(ready.details).toMatchObject({ postgres: { status: 'up' }, nats: { status: 'up' }, stream: { status: 'up' } });
+      expect(ready.details).toMatchObject({
+        postgres: { status: 'up' },
+        nats: { status: 'up' },
+        stream: { status: 'up' },
+      });
       expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
     }
     const nc = await connect({ servers: env.natsUrl });
     const jsm = await jetstreamManager(nc);
-    for (const durable of CONSUMERS) expect((await jsm.consumers.info(env.stream, durable)).config.durable_name).toBe(durable);
+    for (const durable of CONSUMERS)
+      expect((await jsm.consumers.info(env.stream, durable)).config.durable_name).toBe(durable);
     await nc.close();
   });
 
@@ -50,9 +64,16 @@ describe('the system (e2e)', () => {
     const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
     const api = running.get('api')!;
     const post = (path: string, body: unknown) =>
-      fetch(`${api.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      fetch(`${api.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     await post('/api/v1/contacts', { contacts: [{ email: 'bus@example.com', tags: ['bus'] }] });
-    expect((await post('/api/v1/tasks', { name: 'bus', subject: 's', text: 't', recipients: { tags: ['bus'] } })).status).toBe(201);
+    expect(
+      (await post('/api/v1/tasks', { name: 'bus', subject: 's', text: 't', recipients: { tags: ['bus'] } }))
+        .status,
+    ).toBe(201);
 
     const db = new Client({ connectionString: env.databaseUrl });
     await db.connect();
@@ -74,7 +95,12 @@ describe('the system (e2e)', () => {
     const [victimApp, victim] = entries[flags.indexOf(true)];
     await victim.kill();
     running.delete(victimApp);
-    await eventually('another relay active', async () => (await Promise.all([...running.values()].map(relayActive))).filter(Boolean).length === 1, 30_000, 200);
+    await eventually(
+      'another relay active',
+      async () => (await Promise.all([...running.values()].map(relayActive))).filter(Boolean).length === 1,
+      30_000,
+      200,
+    );
     running.set(victimApp, await startService(victimApp, { ...env.env, RELAY_POLL_INTERVAL_MS: '200' }));
     expect((await Promise.all([...running.values()].map(relayActive))).filter(Boolean)).toHaveLength(1);
   });

@@ -20,8 +20,21 @@ export class ApiModule {
     return {
       module: ApiModule,
       imports: [PlatformModule.forRoot('api', config)],
-      controllers: [AccountsController, ServicesController, ContactsController, TemplatesController, TasksController],
-      providers: [{ provide: APP_GUARD, useClass: ApiKeyGuard }, AdminKeyBootstrap, ServicesService, ContactsService, TasksService, CreateTaskUseCase],
+      controllers: [
+        AccountsController,
+        ServicesController,
+        ContactsController,
+        TemplatesController,
+        TasksController,
+      ],
+      providers: [
+        { provide: APP_GUARD, useClass: ApiKeyGuard },
+        AdminKeyBootstrap,
+        ServicesService,
+        ContactsService,
+        TasksService,
+        CreateTaskUseCase,
+      ],
     };
   }
 }

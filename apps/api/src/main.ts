@@ -9,7 +9,10 @@ void runService({
   module: (config) => ApiModule.forRoot(config),
   port: (config) => config.API_PORT,
   configure: (app, config) => {
-    app.useBodyParser('text', { type: ['text/csv', 'text/plain'], limit: Math.max(config.HTTP_BODY_LIMIT_BYTES, 16 * 1_048_576) });
+    app.useBodyParser('text', {
+      type: ['text/csv', 'text/plain'],
+      limit: Math.max(config.HTTP_BODY_LIMIT_BYTES, 16 * 1_048_576),
+    });
     SwaggerModule.setup('api/docs', app, buildOpenApiDocument());
   },
 });

@@ -10,16 +10,24 @@ describe('loadConfig', () => {
     const config = loadConfig({ EDM_HOME: home() });
     expect(config.DATABASE_URL).toBe('postgres://postgres@127.0.0.1:5432/edm');
     expect(config.NATS_URL).toBe('nats://127.0.0.1:4222');
-    expect([config.API_PORT, config.DISPATCHER_PORT, config.WEBHOOK_INGEST_PORT, config.MONITOR_PORT]).toEqual([
-      3000, 3001, 3002, 3003,
-    ]);
+    expect([
+      config.API_PORT,
+      config.DISPATCHER_PORT,
+      config.WEBHOOK_INGEST_PORT,
+      config.MONITOR_PORT,
+    ]).toEqual([3000, 3001, 3002, 3003]);
     expect(config.NATS_STREAM).toBe('EDM');
   });
 
   it('names every bad variable', () => {
     expect.assertions(3);
     try {
-      loadConfig({ EDM_HOME: home(), API_PORT: 'eighty', DATABASE_URL: 'mysql://x', NATS_DUPLICATE_WINDOW_MS: '1000' });
+      loadConfig({
+        EDM_HOME: home(),
+        API_PORT: 'eighty',
+        DATABASE_URL: 'mysql://x',
+        NATS_DUPLICATE_WINDOW_MS: '1000',
+      });
     } catch (error) {
       const problems = (error as ConfigError).problems.join('\n');
       expect(problems).toMatch(/API_PORT/);
@@ -42,8 +50,8 @@ describe('loadConfig', () => {
 
   it('accepts a key from the environment', () => {
     const key = Buffer.alloc(32, 7).toString('base64');
-    expect(loadConfig({ EDM_HOME: home(), EDM_ENCRYPTION_KEY: key }).encryptionKey.equals(Buffer.alloc(32, 7))).toBe(
-      true,
-    );
+    expect(
+      loadConfig({ EDM_HOME: home(), EDM_ENCRYPTION_KEY: key }).encryptionKey.equals(Buffer.alloc(32, 7)),
+    ).toBe(true);
   });
 });

@@ -5,9 +5,7 @@ import { configShape } from './config.schema';
 /** The README's configuration table must name every variable, and only those, with its real default. */
 describe('README configuration table', () => {
   const readme = readFileSync(resolve(__dirname, '../../../README.md'), 'utf8');
-  const rows = new Map(
-    [...readme.matchAll(/^\| `([A-Z_]+)` \| (.+?) \|/gm)].map((m) => [m[1], m[2].trim()]),
-  );
+  const rows = new Map([...readme.matchAll(/^\| `([A-Z_]+)` \| (.+?) \|/gm)].map((m) => [m[1], m[2].trim()]));
 
   it('lists exactly the variables of the schema', () => {
     expect([...rows.keys()].sort()).toEqual(Object.keys(configShape).sort());

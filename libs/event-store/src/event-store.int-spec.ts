@@ -50,7 +50,9 @@ describe('EventStore (Postgres)', () => {
     const taskId = uuidv7();
     const stream = `task-${taskId}`;
     await store.appendToStream(stream, 'no_stream', [paused(taskId), paused(taskId)], meta);
-    await expect(store.appendToStream(stream, expected, [paused(taskId)], meta)).rejects.toBeInstanceOf(ConcurrencyError);
+    await expect(store.appendToStream(stream, expected, [paused(taskId)], meta)).rejects.toBeInstanceOf(
+      ConcurrencyError,
+    );
     expect(await store.readStream(stream)).toHaveLength(2);
   });
 
@@ -62,7 +64,9 @@ describe('EventStore (Postgres)', () => {
       Array.from({ length: 10 }, () => store.appendToStream(stream, 1, [paused(taskId)], meta)),
     );
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-    expect(results.filter((r) => r.status === 'rejected' && r.reason instanceof ConcurrencyError)).toHaveLength(9);
+    expect(
+      results.filter((r) => r.status === 'rejected' && r.reason instanceof ConcurrencyError),
+    ).toHaveLength(9);
   });
 
   it('appends to several streams atomically: one conflict rolls back all', async () => {
@@ -89,7 +93,11 @@ describe('EventStore (Postgres)', () => {
     const slow = db.createQueryRunner();
     await slow.connect();
     await slow.startTransaction();
-    const [late] = await store.append(slow.manager, [{ streamId: `task-${uuidv7()}`, expectedVersion: 'no_stream', events: [paused(uuidv7())] }], meta);
+    const [late] = await store.append(
+      slow.manager,
+      [{ streamId: `task-${uuidv7()}`, expectedVersion: 'no_stream', events: [paused(uuidv7())] }],
+      meta,
+    );
     const [early] = await store.appendToStream(`task-${uuidv7()}`, 'no_stream', [paused(uuidv7())], meta);
 
     // The later-numbered event is committed, but the older transaction is open: neither is read.
@@ -107,6 +115,8 @@ describe('EventStore (Postgres)', () => {
     const events = await store.readAll(START, 100_000);
     const mid = events[Math.floor(events.length / 2)].checkpoint;
     const rest = await store.readAll(mid, 100_000);
-    expect(rest.map((g) => g.event.id)).toEqual(events.slice(Math.floor(events.length / 2) + 1).map((g) => g.event.id));
+    expect(rest.map((g) => g.event.id)).toEqual(
+      events.slice(Math.floor(events.length / 2) + 1).map((g) => g.event.id),
+    );
   });
 });

@@ -67,8 +67,19 @@ export class EventStore {
    * projections there too. Every stream's expected version is checked in the same statement:
    * a stream that moved on, or one expected to exist that does not, is a ConcurrencyError.
    */
-  async append(tx: EntityManager, appends: readonly StreamAppend[], metadata: EventMetadata): Promise<DomainEvent[]> {
-    const rows: { id: string; stream: string; version: number; type: string; data: string; check: number | null }[] = [];
+  async append(
+    tx: EntityManager,
+    appends: readonly StreamAppend[],
+    metadata: EventMetadata,
+  ): Promise<DomainEvent[]> {
+    const rows: {
+      id: string;
+      stream: string;
+      version: number;
+      type: string;
+      data: string;
+      check: number | null;
+    }[] = [];
     for (const append of appends) {
       const base = expectedAsNumber(append.expectedVersion);
       let version = base ?? (await this.currentVersion(tx, append.streamId));
@@ -130,7 +141,9 @@ export class EventStore {
     events: readonly NewEvent[],
     metadata: EventMetadata,
   ): Promise<DomainEvent[]> {
-    return this.dataSource.transaction((tx) => this.append(tx, [{ streamId, expectedVersion, events }], metadata));
+    return this.dataSource.transaction((tx) =>
+      this.append(tx, [{ streamId, expectedVersion, events }], metadata),
+    );
   }
 
   async project(tx: EntityManager, events: readonly DomainEvent[]): Promise<void> {
@@ -141,11 +154,17 @@ export class EventStore {
   }
 
   async currentVersion(tx: EntityManager, streamId: string): Promise<number> {
-    const [row] = await tx.query(`SELECT coalesce(max(version), 0) AS v FROM events WHERE stream_id = $1`, [streamId]);
+    const [row] = await tx.query(`SELECT coalesce(max(version), 0) AS v FROM events WHERE stream_id = $1`, [
+      streamId,
+    ]);
     return Number(row.v);
   }
 
-  async readStream(streamId: string, fromVersion = 1, manager: EntityManager = this.dataSource.manager): Promise<DomainEvent[]> {
+  async readStream(
+    streamId: string,
+    fromVersion = 1,
+    manager: EntityManager = this.dataSource.manager,
+  ): Promise<DomainEvent[]> {
     const rows: EventRow[] = await manager.query(
       `SELECT global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at
          FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version`,

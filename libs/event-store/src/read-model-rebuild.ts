@@ -11,7 +11,11 @@ export interface RebuildReport {
  * same projections, in one transaction: readers see the old read models until it commits, and
  * appends wait (the events table is locked against writes) so nothing slips between.
  */
-export async function rebuildReadModels(dataSource: DataSource, store: EventStore, batchSize = 5_000): Promise<RebuildReport> {
+export async function rebuildReadModels(
+  dataSource: DataSource,
+  store: EventStore,
+  batchSize = 5_000,
+): Promise<RebuildReport> {
   const tables = [...new Set(store.registered.flatMap((p) => p.tables))];
   return dataSource.transaction(async (tx) => {
     await tx.query('LOCK TABLE events IN EXCLUSIVE MODE');
@@ -22,7 +26,10 @@ export async function rebuildReadModels(dataSource: DataSource, store: EventStor
       // Holding the lock, every transaction that wrote events has finished: read them all.
       const batch = await store.readAll(checkpoint, batchSize, tx, { belowInFlight: false });
       if (batch.length === 0) break;
-      await store.project(tx, batch.map((b) => b.event));
+      await store.project(
+        tx,
+        batch.map((b) => b.event),
+      );
       count += batch.length;
       checkpoint = batch[batch.length - 1].checkpoint;
     }

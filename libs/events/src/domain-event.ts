@@ -67,5 +67,7 @@ export function parseDomainEvent(payload: unknown): DomainEvent {
   return { ...envelope.data, type, data: data.data } as DomainEvent;
 }
 
-export const isEvent = <K extends EventType>(event: DomainEvent, type: K): event is Extract<DomainEvent, { type: K }> =>
-  event.type === type;
+export const isEvent = <K extends EventType>(
+  event: DomainEvent,
+  type: K,
+): event is Extract<DomainEvent, { type: K }> => event.type === type;

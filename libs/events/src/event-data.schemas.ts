@@ -35,7 +35,10 @@ export const contactStatus = z.enum(['active', 'bounced', 'complained', 'unsubsc
 export const pace = z.union([
   z.object({ intervalMs: z.number().int().min(0).max(86_400_000) }).strict(),
   z
-    .object({ perSecond: z.number().positive().max(10_000), burst: z.number().int().min(1).max(10_000).optional() })
+    .object({
+      perSecond: z.number().positive().max(10_000),
+      burst: z.number().int().min(1).max(10_000).optional(),
+    })
     .strict(),
 ]);
 export type Pace = z.infer<typeof pace>;
@@ -105,7 +108,14 @@ export const eventDataSchemas = {
   }),
   TemplateUpdated: z.object({
     templateId: id,
-    changes: z.object({ name: z.string(), subject: z.string(), html: z.string().nullable(), text: z.string().nullable() }).partial(),
+    changes: z
+      .object({
+        name: z.string(),
+        subject: z.string(),
+        html: z.string().nullable(),
+        text: z.string().nullable(),
+      })
+      .partial(),
   }),
 
   TaskCreated: z.object({
@@ -124,7 +134,12 @@ export const eventDataSchemas = {
     skipped: z.number().int(),
   }),
   /** Sub-tasks are materialised in chunks so that no single event outgrows a NATS message. */
-  SubTasksMaterialised: z.object({ taskId: id, accountId: id, chunk: z.number().int(), subTasks: z.array(subTaskSeed) }),
+  SubTasksMaterialised: z.object({
+    taskId: id,
+    accountId: id,
+    chunk: z.number().int(),
+    subTasks: z.array(subTaskSeed),
+  }),
   TaskStarted: z.object({ taskId: id }),
   TaskPaused: z.object({ taskId: id }),
   TaskResumed: z.object({ taskId: id }),
@@ -138,8 +153,18 @@ export const eventDataSchemas = {
     leaseExpiresAt: isoDate,
     attempt: z.number().int(),
   }),
-  SubTaskSent: z.object({ ...subTaskRef, serviceId: id, providerMessageId: z.string().nullable(), sentAt: isoDate }),
-  SubTaskRetryScheduled: z.object({ ...subTaskRef, serviceId: id, reason: z.string(), nextAttemptAt: isoDate }),
+  SubTaskSent: z.object({
+    ...subTaskRef,
+    serviceId: id,
+    providerMessageId: z.string().nullable(),
+    sentAt: isoDate,
+  }),
+  SubTaskRetryScheduled: z.object({
+    ...subTaskRef,
+    serviceId: id,
+    reason: z.string(),
+    nextAttemptAt: isoDate,
+  }),
   SubTaskFailed: z.object({ ...subTaskRef, serviceId: id.nullable(), reason: z.string() }),
   SubTaskUnknown: z.object({ ...subTaskRef, serviceId: id, reason: z.string() }),
   SubTaskReleased: z.object({ ...subTaskRef, reason: z.string() }),

@@ -24,4 +24,5 @@ export function subjectFor(prefix: string, type: EventType): string {
 }
 
 /** Webhook-derived progress is published under `edm.mail.<normalised-event>` as well. */
-export const mailSubject = (prefix: string, mailEvent: string) => `${prefix}.mail.${mailEvent.replace(/_/g, '-')}`;
+export const mailSubject = (prefix: string, mailEvent: string) =>
+  `${prefix}.mail.${mailEvent.replace(/_/g, '-')}`;

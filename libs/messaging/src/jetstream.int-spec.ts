@@ -59,12 +59,15 @@ describe('JetStreamService (NATS)', () => {
   it('acks, redelivers after nak, stops after term, and terminates payloads that are not events', async () => {
     const seen = new Map<string, number>();
     const [okEvent, flaky, poison] = [event(), event(), event()];
-    await js.consume({ durable: 'decisions', filterSubject: `${env.subjectPrefix}.task.>` }, async (e, context) => {
-      seen.set(e.id, (seen.get(e.id) ?? 0) + 1);
-      if (e.id === flaky.id && context.deliveryCount < 3) return nak(50, 'not yet');
-      if (e.id === poison.id) return term('can never succeed');
-      return ack();
-    });
+    await js.consume(
+      { durable: 'decisions', filterSubject: `${env.subjectPrefix}.task.>` },
+      async (e, context) => {
+        seen.set(e.id, (seen.get(e.id) ?? 0) + 1);
+        if (e.id === flaky.id && context.deliveryCount < 3) return nak(50, 'not yet');
+        if (e.id === poison.id) return term('can never succeed');
+        return ack();
+      },
+    );
     for (const e of [okEvent, flaky, poison]) await js.publish(e);
     js.connection.publish(`${env.subjectPrefix}.task.garbage`, 'not json');
     await eventually('flaky succeeded on its third delivery', async () => seen.get(flaky.id) === 3);

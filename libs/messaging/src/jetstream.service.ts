@@ -1,4 +1,15 @@
-import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager, JetStreamClient, JetStreamManager, JsMsg, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  JetStreamApiError,
+  jetstreamManager,
+  JetStreamClient,
+  JetStreamManager,
+  JsMsg,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
 import { nanos, NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { DomainEvent, InvalidEventError, parseDomainEvent, subjectFor } from '@edm/events';
@@ -83,7 +94,9 @@ export class JetStreamService {
   private async watchStatus(nc: NatsConnection): Promise<void> {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
-        this.options.log(status.type === 'reconnect' ? 'info' : 'warn', `nats ${status.type}`, { nats: status.type });
+        this.options.log(status.type === 'reconnect' ? 'info' : 'warn', `nats ${status.type}`, {
+          nats: status.type,
+        });
       }
     }
   }
@@ -227,7 +240,11 @@ export class JetStreamService {
         return;
       case 'nak':
         stats.naked += 1;
-        this.options.log('warn', 'message will be redelivered', { durable, seq: msg.seq, reason: decision.reason });
+        this.options.log('warn', 'message will be redelivered', {
+          durable,
+          seq: msg.seq,
+          reason: decision.reason,
+        });
         msg.nak(decision.delayMs);
         return;
       case 'term':
@@ -256,4 +273,5 @@ export class JetStreamService {
 }
 
 const isNotFound = (error: unknown): boolean =>
-  error instanceof JetStreamApiError && (error.status === 404 || error.code === 10059 || error.code === 10014);
+  error instanceof JetStreamApiError &&
+  (error.status === 404 || error.code === 10059 || error.code === 10014);

@@ -31,7 +31,13 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
     return service;
   };
   const relay = (js: JetStreamService) => {
-    const r = new OutboxRelay(db, store, js, { databaseUrl: env.databaseUrl, name: 'main', batchSize: 200, pollIntervalMs: 100, log: quiet });
+    const r = new OutboxRelay(db, store, js, {
+      databaseUrl: env.databaseUrl,
+      name: 'main',
+      batchSize: 200,
+      pollIntervalMs: 100,
+      log: quiet,
+    });
     relays.push(r);
     return r;
   };
@@ -56,7 +62,17 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
         for (let i = 0; i < perWriter; i += 1) {
           await db.transaction(async (tx) => {
             const taskId = uuidv7();
-            await store.append(tx, [{ streamId: `task-${taskId}`, expectedVersion: 'no_stream', events: [newEvent('TaskPaused', { taskId })] }], meta);
+            await store.append(
+              tx,
+              [
+                {
+                  streamId: `task-${taskId}`,
+                  expectedVersion: 'no_stream',
+                  events: [newEvent('TaskPaused', { taskId })],
+                },
+              ],
+              meta,
+            );
             // Hold some transactions open so that commits land out of order.
             if ((i + w) % 7 === 0) await new Promise((r) => setTimeout(r, 15));
           });
@@ -87,7 +103,10 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
     b.start();
     await writeConcurrently(12, 40);
     const expected: string[] = (await db.query(`SELECT id FROM events`)).map((r: { id: string }) => r.id);
-    await eventually('all events in the stream', async () => (await js1.streamInfo()).state.messages >= expected.length);
+    await eventually(
+      'all events in the stream',
+      async () => (await js1.streamInfo()).state.messages >= expected.length,
+    );
     const ids = await streamIds(js1);
     expect(ids).toHaveLength(expected.length);
     expect(new Set(ids)).toEqual(new Set(expected));
@@ -106,14 +125,25 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
     activeJs.publish = async (event) => {
       sent += 1;
       if (sent > 50) {
-        await db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'relay:main' AND pid <> pg_backend_pid() AND state IS NOT NULL`).catch(() => undefined);
+        await db
+          .query(
+            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'relay:main' AND pid <> pg_backend_pid() AND state IS NOT NULL`,
+          )
+          .catch(() => undefined);
         throw new Error('process killed');
       }
       return publish(event);
     };
     await writeConcurrently(6, 50);
     const expected: string[] = (await db.query(`SELECT id FROM events`)).map((r: { id: string }) => r.id);
-    await eventually('the standby took over and caught up', async () => standby.role === 'active' && (await standby.lag()) === 0 && (await activeJs.streamInfo()).state.messages >= expected.length, 30_000);
+    await eventually(
+      'the standby took over and caught up',
+      async () =>
+        standby.role === 'active' &&
+        (await standby.lag()) === 0 &&
+        (await activeJs.streamInfo()).state.messages >= expected.length,
+      30_000,
+    );
     await active.stop();
     const ids = await streamIds(standby === relays[0] ? services[0] : services[1]);
     expect(sent).toBeGreaterThan(50);

@@ -73,9 +73,13 @@ export class OutboxRelay {
           await this.relayWhileActive();
         }
       } catch (error) {
-        this.options.log('warn', 'outbox relay interrupted', { relay: this.options.name, error: String(error) });
+        this.options.log('warn', 'outbox relay interrupted', {
+          relay: this.options.name,
+          error: String(error),
+        });
       }
-      if (this.role === 'active') this.options.log('info', 'outbox relay standing by', { relay: this.options.name });
+      if (this.role === 'active')
+        this.options.log('info', 'outbox relay standing by', { relay: this.options.name });
       this.role = this.running ? 'standby' : 'stopped';
       await this.release();
       await this.sleep(this.options.pollIntervalMs);
@@ -92,7 +96,10 @@ export class OutboxRelay {
     client.on('error', () => this.wake?.());
     await client.connect();
     const [{ locked }] = (
-      await client.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [RELAY_LOCK_CLASS, this.options.name])
+      await client.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
+        RELAY_LOCK_CLASS,
+        this.options.name,
+      ])
     ).rows;
     if (!locked) {
       await client.end();
@@ -101,10 +108,13 @@ export class OutboxRelay {
     this.client = client;
     await client.query('LISTEN edm_events');
     client.on('notification', () => this.wake?.());
-    await client.query(`INSERT INTO relay_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING`, [this.options.name]);
-    const { rows } = await client.query(`SELECT tx_id::text, position::text FROM relay_checkpoints WHERE name = $1`, [
+    await client.query(`INSERT INTO relay_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING`, [
       this.options.name,
     ]);
+    const { rows } = await client.query(
+      `SELECT tx_id::text, position::text FROM relay_checkpoints WHERE name = $1`,
+      [this.options.name],
+    );
     this.checkpoint = { txId: rows[0].tx_id, position: rows[0].position };
     return true;
   }

@@ -10,7 +10,8 @@ export function redact(value: unknown, depth = 0): unknown {
   if (depth > 6 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const [key, v] of Object.entries(value)) out[key] = SECRET_KEY.test(key) ? '[redacted]' : redact(v, depth + 1);
+  for (const [key, v] of Object.entries(value))
+    out[key] = SECRET_KEY.test(key) ? '[redacted]' : redact(v, depth + 1);
   return out;
 }
 
@@ -22,11 +23,26 @@ export class JsonLogger implements LoggerService {
     private readonly write: (line: string) => void = (line) => process.stdout.write(line + '\n'),
   ) {}
 
-  private emit(level: Exclude<LogLevel, 'silent'>, message: unknown, fields: Record<string, unknown> = {}): void {
+  private emit(
+    level: Exclude<LogLevel, 'silent'>,
+    message: unknown,
+    fields: Record<string, unknown> = {},
+  ): void {
     if (LEVELS[level] < LEVELS[this.level]) return;
-    const text = message instanceof Error ? message.message : typeof message === 'string' ? message : JSON.stringify(redact(message));
+    const text =
+      message instanceof Error
+        ? message.message
+        : typeof message === 'string'
+          ? message
+          : JSON.stringify(redact(message));
     this.write(
-      JSON.stringify({ time: new Date().toISOString(), level, service: this.service, msg: text, ...(redact(fields) as object) }),
+      JSON.stringify({
+        time: new Date().toISOString(),
+        level,
+        service: this.service,
+        msg: text,
+        ...(redact(fields) as object),
+      }),
     );
   }
 

@@ -16,7 +16,10 @@ export interface ServiceDefinition {
 /** Exit code for a configuration error (EX_CONFIG), so supervisors do not restart in a loop. */
 const EX_CONFIG = 78;
 
-export async function createService(definition: ServiceDefinition, config: AppConfig): Promise<NestExpressApplication> {
+export async function createService(
+  definition: ServiceDefinition,
+  config: AppConfig,
+): Promise<NestExpressApplication> {
   const logger = new JsonLogger(definition.service, config.LOG_LEVEL);
   const app = await NestFactory.create<NestExpressApplication>(definition.module(config), {
     logger,
@@ -37,7 +40,9 @@ export async function runService(definition: ServiceDefinition): Promise<void> {
   try {
     config = loadConfig();
   } catch (error) {
-    process.stderr.write(`${definition.service}: ${error instanceof ConfigError ? error.message : String(error)}\n`);
+    process.stderr.write(
+      `${definition.service}: ${error instanceof ConfigError ? error.message : String(error)}\n`,
+    );
     process.exit(EX_CONFIG);
   }
   const logger = new JsonLogger(definition.service, config.LOG_LEVEL);
@@ -59,7 +64,9 @@ export async function runService(definition: ServiceDefinition): Promise<void> {
       shuttingDown = true;
       logger.event('info', 'shutting down', { signal });
       setTimeout(() => {
-        logger.event('error', 'shutdown deadline passed, exiting', { deadlineMs: config.SHUTDOWN_TIMEOUT_MS });
+        logger.event('error', 'shutdown deadline passed, exiting', {
+          deadlineMs: config.SHUTDOWN_TIMEOUT_MS,
+        });
         process.exit(1);
       }, config.SHUTDOWN_TIMEOUT_MS).unref();
       app.close().then(

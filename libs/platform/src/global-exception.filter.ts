@@ -26,24 +26,41 @@ export class GlobalExceptionFilter implements ExceptionFilter {
     const response = host.switchToHttp().getResponse<Response>();
     const [status, body] = this.describe(exception);
     if (status >= 500 && status !== 503) {
-      this.logger.event('error', 'unhandled error', { error: exception instanceof Error ? exception.stack : String(exception) });
+      this.logger.event('error', 'unhandled error', {
+        error: exception instanceof Error ? exception.stack : String(exception),
+      });
     }
     if (!response.headersSent) response.status(status).json(body);
   }
 
   private describe(exception: unknown): [number, ErrorBody] {
     if (exception instanceof DomainError) {
-      return [HTTP_STATUS[exception.code], { error: { code: exception.code, message: exception.message, fields: exception.fields } }];
+      return [
+        HTTP_STATUS[exception.code],
+        { error: { code: exception.code, message: exception.message, fields: exception.fields } },
+      ];
     }
     const parserType = (exception as { type?: unknown })?.type;
     if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {
       const code = BODY_PARSER_ERRORS[parserType];
-      const message = code === 'PAYLOAD_TOO_LARGE' ? 'request body is too large' : code === 'VALIDATION_FAILED' ? 'request body is not valid JSON' : 'unsupported request encoding';
+      const message =
+        code === 'PAYLOAD_TOO_LARGE'
+          ? 'request body is too large'
+          : code === 'VALIDATION_FAILED'
+            ? 'request body is not valid JSON'
+            : 'unsupported request encoding';
       return [HTTP_STATUS[code], { error: { code, message } }];
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
-      const code = status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status < 500 ? 'BAD_REQUEST' : 'INTERNAL';
+      const code =
+        status === 404
+          ? 'NOT_FOUND'
+          : status === 413
+            ? 'PAYLOAD_TOO_LARGE'
+            : status < 500
+              ? 'BAD_REQUEST'
+              : 'INTERNAL';
       return [status, { error: { code, message: status < 500 ? exception.message : 'internal error' } }];
     }
     return [500, { error: { code: 'INTERNAL', message: 'internal error' } }];

@@ -1,12 +1,22 @@
 import { Controller, Get, Inject } from '@nestjs/common';
-import { HealthCheck, HealthCheckService, HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
+import {
+  HealthCheck,
+  HealthCheckService,
+  HealthIndicatorResult,
+  HealthIndicatorService,
+} from '@nestjs/terminus';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '@edm/config';
 import { JetStreamService } from '@edm/messaging';
 
 /** Resolves with the check, or rejects once `ms` have passed: a hung dependency is a down one. */
 const within = <T>(ms: number, work: Promise<T>): Promise<T> =>
-  Promise.race([work, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref())]);
+  Promise.race([
+    work,
+    new Promise<T>((_, reject) =>
+      setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref(),
+    ),
+  ]);
 
 @Controller('health')
 export class HealthController {
@@ -22,7 +32,9 @@ export class HealthController {
   @Get('live')
   @HealthCheck()
   live() {
-    return this.health.check([async () => this.indicator.check('process').up({ uptimeSeconds: Math.round(process.uptime()) })]);
+    return this.health.check([
+      async () => this.indicator.check('process').up({ uptimeSeconds: Math.round(process.uptime()) }),
+    ]);
   }
 
   @Get('ready')
@@ -54,7 +66,8 @@ export class HealthController {
 
   private stream() {
     return this.probe('stream', async () => {
-      if (!(await this.jetstream.streamExists())) throw new Error(`stream ${this.config.NATS_STREAM} is missing`);
+      if (!(await this.jetstream.streamExists()))
+        throw new Error(`stream ${this.config.NATS_STREAM} is missing`);
     });
   }
 }

@@ -1,4 +1,11 @@
-import { BeforeApplicationShutdown, DynamicModule, Inject, Injectable, Module, OnApplicationBootstrap } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  DynamicModule,
+  Inject,
+  Injectable,
+  Module,
+  OnApplicationBootstrap,
+} from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig, ConfigModule } from '@edm/config';
@@ -25,22 +32,42 @@ class PlatformLifecycle implements OnApplicationBootstrap, BeforeApplicationShut
   onApplicationBootstrap(): void {
     const relay = this.relay;
     const jetstream = this.jetstream;
-    this.metrics.gauge('edm_relay_active', 'Whether this process holds the active outbox relay (1) or stands by (0).', [], function () {
-      this.set(relay.role === 'active' ? 1 : 0);
-    });
-    this.metrics.gauge('edm_relay_published_events', 'Events published to JetStream by this process relay.', [], function () {
-      this.set(relay.published);
-    });
-    this.metrics.gauge('edm_relay_lag_events', 'Committed events not yet published to JetStream.', [], async function () {
-      if (relay.role === 'active') this.set(await relay.lag().catch(() => 0));
-    });
-    this.metrics.gauge('edm_consumer_messages', 'Messages handled by this process durable consumers, by decision.', ['consumer', 'decision'], function () {
-      for (const [consumer, stats] of jetstream.stats) {
-        this.set({ consumer, decision: 'ack' }, stats.acked);
-        this.set({ consumer, decision: 'nak' }, stats.naked);
-        this.set({ consumer, decision: 'term' }, stats.termed);
-      }
-    });
+    this.metrics.gauge(
+      'edm_relay_active',
+      'Whether this process holds the active outbox relay (1) or stands by (0).',
+      [],
+      function () {
+        this.set(relay.role === 'active' ? 1 : 0);
+      },
+    );
+    this.metrics.gauge(
+      'edm_relay_published_events',
+      'Events published to JetStream by this process relay.',
+      [],
+      function () {
+        this.set(relay.published);
+      },
+    );
+    this.metrics.gauge(
+      'edm_relay_lag_events',
+      'Committed events not yet published to JetStream.',
+      [],
+      async function () {
+        if (relay.role === 'active') this.set(await relay.lag().catch(() => 0));
+      },
+    );
+    this.metrics.gauge(
+      'edm_consumer_messages',
+      'Messages handled by this process durable consumers, by decision.',
+      ['consumer', 'decision'],
+      function () {
+        for (const [consumer, stats] of jetstream.stats) {
+          this.set({ consumer, decision: 'ack' }, stats.acked);
+          this.set({ consumer, decision: 'nak' }, stats.naked);
+          this.set({ consumer, decision: 'term' }, stats.termed);
+        }
+      },
+    );
     if (this.config.RELAY_ENABLED) this.relay.start();
   }
 
@@ -94,7 +121,12 @@ export class PlatformModule {
         {
           provide: OutboxRelay,
           inject: [DataSource, EventStore, JetStreamService, JsonLogger],
-          useFactory: (dataSource: DataSource, store: EventStore, jetstream: JetStreamService, logger: JsonLogger) =>
+          useFactory: (
+            dataSource: DataSource,
+            store: EventStore,
+            jetstream: JetStreamService,
+            logger: JsonLogger,
+          ) =>
             new OutboxRelay(dataSource, store, jetstream, {
               databaseUrl: config.DATABASE_URL,
               name: 'main',

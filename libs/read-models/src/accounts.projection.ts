@@ -21,7 +21,10 @@ export const accountsProjection: Projection = {
           [d.keyId, d.accountId, d.role, d.keyHash, d.prefix, d.label, event.occurredAt],
         );
       } else if (isEvent(event, 'ApiKeyRevoked')) {
-        await tx.query(`UPDATE api_keys SET revoked_at = $2 WHERE id = $1`, [event.data.keyId, event.occurredAt]);
+        await tx.query(`UPDATE api_keys SET revoked_at = $2 WHERE id = $1`, [
+          event.data.keyId,
+          event.occurredAt,
+        ]);
       }
     }
   },

@@ -28,7 +28,15 @@ describe('read models rebuilt from the events', () => {
 
   const snapshot = async () => {
     const out: Record<string, unknown[]> = {};
-    for (const table of ['accounts', 'api_keys', 'sending_services', 'contacts', 'templates', 'tasks', 'sub_tasks']) {
+    for (const table of [
+      'accounts',
+      'api_keys',
+      'sending_services',
+      'contacts',
+      'templates',
+      'tasks',
+      'sub_tasks',
+    ]) {
       out[table] = await db.query(`SELECT * FROM ${table} ORDER BY id`);
     }
     return out;
@@ -39,17 +47,62 @@ describe('read models rebuilt from the events', () => {
     const serviceId = uuidv7();
     const templateId = uuidv7();
     const taskId = uuidv7();
-    const contacts = Array.from({ length: 30 }, (_, i) => ({ contactId: uuidv7(), email: `c${i}@example.com` }));
+    const contacts = Array.from({ length: 30 }, (_, i) => ({
+      contactId: uuidv7(),
+      email: `c${i}@example.com`,
+    }));
     const one = (streamId: string, ...events: Parameters<typeof newEvent>[]) =>
-      store.appendToStream(streamId, 'any', events.map(([type, data]) => newEvent(type, data as never)), meta);
+      store.appendToStream(
+        streamId,
+        'any',
+        events.map(([type, data]) => newEvent(type, data as never)),
+        meta,
+      );
 
     await one(`account-${accountId}`, ['AccountCreated', { accountId, name: "Acme 'quoted' 测试" }]);
-    await one(`api-key-${uuidv7()}`, ['ApiKeyIssued', { keyId: uuidv7(), accountId, role: 'account', keyHash: 'h'.repeat(64), prefix: 'edm_acc_x', label: 'k' }]);
+    await one(`api-key-${uuidv7()}`, [
+      'ApiKeyIssued',
+      {
+        keyId: uuidv7(),
+        accountId,
+        role: 'account',
+        keyHash: 'h'.repeat(64),
+        prefix: 'edm_acc_x',
+        label: 'k',
+      },
+    ]);
     await one(
       `service-${serviceId}`,
-      ['ServiceCreated', { serviceId, accountId, provider: 'sandbox', name: 's', from: { email: 'a@example.com' }, pace: { intervalMs: 310 }, dailyQuota: 100, quotaResetHourUtc: 0, options: { latencyMs: 5 }, credentialsSealed: null }],
-      ['ServiceUpdated', { serviceId, changes: { name: 's2', pace: { perSecond: 3, burst: 2 }, from: { email: 'b@example.com', name: 'B' } } }],
-      ['ServiceFrozen', { serviceId, reason: 'auth failed', until: new Date(Date.now() + 60_000).toISOString() }],
+      [
+        'ServiceCreated',
+        {
+          serviceId,
+          accountId,
+          provider: 'sandbox',
+          name: 's',
+          from: { email: 'a@example.com' },
+          pace: { intervalMs: 310 },
+          dailyQuota: 100,
+          quotaResetHourUtc: 0,
+          options: { latencyMs: 5 },
+          credentialsSealed: null,
+        },
+      ],
+      [
+        'ServiceUpdated',
+        {
+          serviceId,
+          changes: {
+            name: 's2',
+            pace: { perSecond: 3, burst: 2 },
+            from: { email: 'b@example.com', name: 'B' },
+          },
+        },
+      ],
+      [
+        'ServiceFrozen',
+        { serviceId, reason: 'auth failed', until: new Date(Date.now() + 60_000).toISOString() },
+      ],
     );
     await db.transaction((tx) =>
       store.append(
@@ -57,19 +110,89 @@ describe('read models rebuilt from the events', () => {
         contacts.map((c, i) => ({
           streamId: `contact-${c.contactId}`,
           expectedVersion: 'no_stream' as const,
-          events: [newEvent('ContactUpserted', { ...c, accountId, name: i % 2 ? `N${i}` : null, attributes: { i }, tags: ['all', `g${i % 3}`] })],
+          events: [
+            newEvent('ContactUpserted', {
+              ...c,
+              accountId,
+              name: i % 2 ? `N${i}` : null,
+              attributes: { i },
+              tags: ['all', `g${i % 3}`],
+            }),
+          ],
         })),
         meta,
       ),
     );
-    await one(`contact-${contacts[0].contactId}`, ['ContactSuppressed', { contactId: contacts[0].contactId, status: 'unsubscribed', reason: 'link' }]);
-    await one(`contact-${contacts[1].contactId}`, ['ContactSoftBounced', { contactId: contacts[1].contactId, softBounces: 2 }]);
-    await one(`template-${templateId}`, ['TemplateCreated', { templateId, accountId, name: 't', subject: 'Hi {{name}}', html: '<b>x</b>', text: null }], ['TemplateUpdated', { templateId, changes: { text: 'plain' } }]);
+    await one(`contact-${contacts[0].contactId}`, [
+      'ContactSuppressed',
+      { contactId: contacts[0].contactId, status: 'unsubscribed', reason: 'link' },
+    ]);
+    await one(`contact-${contacts[1].contactId}`, [
+      'ContactSoftBounced',
+      { contactId: contacts[1].contactId, softBounces: 2 },
+    ]);
+    await one(
+      `template-${templateId}`,
+      [
+        'TemplateCreated',
+        { templateId, accountId, name: 't', subject: 'Hi {{name}}', html: '<b>x</b>', text: null },
+      ],
+      ['TemplateUpdated', { templateId, changes: { text: 'plain' } }],
+    );
     await one(
       `task-${taskId}`,
-      ['TaskCreated', { taskId, accountId, name: 'task', subject: 's', html: null, text: 't', templateId, serviceIds: [serviceId], priority: 1, scheduledAt: null, status: 'sending', total: 30, skipped: 1 }],
-      ['SubTasksMaterialised', { taskId, accountId, chunk: 0, subTasks: contacts.slice(0, 20).map((c, i) => ({ id: uuidv7(), contactId: c.contactId, email: c.email, trackingId: `tr${i}`, status: i === 0 ? 'skipped' : 'pending' })) }],
-      ['SubTasksMaterialised', { taskId, accountId, chunk: 1, subTasks: contacts.slice(20).map((c, i) => ({ id: uuidv7(), contactId: c.contactId, email: c.email, trackingId: `tr2${i}`, status: 'pending' })) }],
+      [
+        'TaskCreated',
+        {
+          taskId,
+          accountId,
+          name: 'task',
+          subject: 's',
+          html: null,
+          text: 't',
+          templateId,
+          serviceIds: [serviceId],
+          priority: 1,
+          scheduledAt: null,
+          status: 'sending',
+          total: 30,
+          skipped: 1,
+        },
+      ],
+      [
+        'SubTasksMaterialised',
+        {
+          taskId,
+          accountId,
+          chunk: 0,
+          subTasks: contacts
+            .slice(0, 20)
+            .map((c, i) => ({
+              id: uuidv7(),
+              contactId: c.contactId,
+              email: c.email,
+              trackingId: `tr${i}`,
+              status: i === 0 ? 'skipped' : 'pending',
+            })),
+        },
+      ],
+      [
+        'SubTasksMaterialised',
+        {
+          taskId,
+          accountId,
+          chunk: 1,
+          subTasks: contacts
+            .slice(20)
+            .map((c, i) => ({
+              id: uuidv7(),
+              contactId: c.contactId,
+              email: c.email,
+              trackingId: `tr2${i}`,
+              status: 'pending',
+            })),
+        },
+      ],
       ['TaskPaused', { taskId }],
       ['TaskResumed', { taskId }],
       ['TaskCancelled', { taskId, cancelledSubTasks: 29 }],

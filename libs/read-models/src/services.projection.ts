@@ -14,7 +14,14 @@ const COLUMN: Record<string, string> = {
 export const servicesProjection: Projection = {
   name: 'sending-services',
   tables: ['sending_services'],
-  handles: ['ServiceCreated', 'ServiceUpdated', 'ServiceFrozen', 'ServiceUnfrozen', 'ServiceDisabled', 'ServiceEnabled'],
+  handles: [
+    'ServiceCreated',
+    'ServiceUpdated',
+    'ServiceFrozen',
+    'ServiceUnfrozen',
+    'ServiceDisabled',
+    'ServiceEnabled',
+  ],
   async apply(tx: EntityManager, events: readonly DomainEvent[]) {
     for (const event of events) {
       const at = event.occurredAt;
@@ -24,10 +31,24 @@ export const servicesProjection: Projection = {
           `INSERT INTO sending_services (id, account_id, name, provider, from_email, from_name, pace, daily_quota,
              quota_reset_hour_utc, options, credentials_sealed, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)`,
-          [d.serviceId, d.accountId, d.name, d.provider, d.from.email, d.from.name ?? null, JSON.stringify(d.pace), d.dailyQuota,
-            d.quotaResetHourUtc, JSON.stringify(d.options), d.credentialsSealed, at],
+          [
+            d.serviceId,
+            d.accountId,
+            d.name,
+            d.provider,
+            d.from.email,
+            d.from.name ?? null,
+            JSON.stringify(d.pace),
+            d.dailyQuota,
+            d.quotaResetHourUtc,
+            JSON.stringify(d.options),
+            d.credentialsSealed,
+            at,
+          ],
         );
-        await tx.query(`INSERT INTO service_runtime (service_id) VALUES ($1) ON CONFLICT DO NOTHING`, [d.serviceId]);
+        await tx.query(`INSERT INTO service_runtime (service_id) VALUES ($1) ON CONFLICT DO NOTHING`, [
+          d.serviceId,
+        ]);
       } else if (isEvent(event, 'ServiceUpdated')) {
         const sets: string[] = [];
         const values: unknown[] = [event.data.serviceId, at];
@@ -41,7 +62,10 @@ export const servicesProjection: Projection = {
             sets.push(`${COLUMN[key]} = $${values.length}`);
           }
         }
-        await tx.query(`UPDATE sending_services SET ${[...sets, 'updated_at = $2'].join(', ')} WHERE id = $1`, values);
+        await tx.query(
+          `UPDATE sending_services SET ${[...sets, 'updated_at = $2'].join(', ')} WHERE id = $1`,
+          values,
+        );
       } else if (isEvent(event, 'ServiceFrozen')) {
         await tx.query(
           `UPDATE sending_services SET status = 'frozen', status_reason = $2, frozen_until = $3, updated_at = $4

@@ -20,7 +20,16 @@ export const templatesProjection: Projection = {
           `UPDATE templates SET name = coalesce($2, name), subject = coalesce($3, subject),
                   html = CASE WHEN $4 THEN $5 ELSE html END, text = CASE WHEN $6 THEN $7 ELSE text END, updated_at = $8
             WHERE id = $1`,
-          [event.data.templateId, c.name ?? null, c.subject ?? null, 'html' in c, c.html ?? null, 'text' in c, c.text ?? null, event.occurredAt],
+          [
+            event.data.templateId,
+            c.name ?? null,
+            c.subject ?? null,
+            'html' in c,
+            c.html ?? null,
+            'text' in c,
+            c.text ?? null,
+            event.occurredAt,
+          ],
         );
       }
     }

@@ -33,7 +33,11 @@ export const freePort = (): Promise<number> =>
   });
 
 /** Runs a built app (dist/) as a child process and waits until /health/ready answers 200. */
-export async function startService(app: AppName, env: Record<string, string>, { waitReady = true } = {}): Promise<ServiceProcess> {
+export async function startService(
+  app: AppName,
+  env: Record<string, string>,
+  { waitReady = true } = {},
+): Promise<ServiceProcess> {
   const port = await freePort();
   const main = resolve(__dirname, '../../../dist/apps', app, 'src/main.js');
   const child = spawn(process.execPath, [main], {

@@ -21,7 +21,10 @@ export class AccountsController {
 
   @Post()
   @HttpCode(201)
-  async create(@CurrentPrincipal() principal: Principal, @Body(new ZodPipe(createAccountSchema)) body: z.infer<typeof createAccountSchema>) {
+  async create(
+    @CurrentPrincipal() principal: Principal,
+    @Body(new ZodPipe(createAccountSchema)) body: z.infer<typeof createAccountSchema>,
+  ) {
     requireAdmin(principal);
     const accountId = uuidv7();
     const keyId = uuidv7();
@@ -30,11 +33,24 @@ export class AccountsController {
       this.store.append(
         tx,
         [
-          { streamId: `account-${accountId}`, expectedVersion: 'no_stream', events: [newEvent('AccountCreated', { accountId, name: body.name })] },
+          {
+            streamId: `account-${accountId}`,
+            expectedVersion: 'no_stream',
+            events: [newEvent('AccountCreated', { accountId, name: body.name })],
+          },
           {
             streamId: `api-key-${keyId}`,
             expectedVersion: 'no_stream',
-            events: [newEvent('ApiKeyIssued', { keyId, accountId, role: 'account', keyHash: key.hash, prefix: key.prefix, label: 'account key' })],
+            events: [
+              newEvent('ApiKeyIssued', {
+                keyId,
+                accountId,
+                role: 'account',
+                keyHash: key.hash,
+                prefix: key.prefix,
+                label: 'account key',
+              }),
+            ],
           },
         ],
         commandMetadata(principal),
@@ -46,7 +62,9 @@ export class AccountsController {
   @Get()
   async list(@CurrentPrincipal() principal: Principal) {
     requireAdmin(principal);
-    const items = await this.dataSource.query(`SELECT id, name, created_at AS "createdAt" FROM accounts ORDER BY created_at`);
+    const items = await this.dataSource.query(
+      `SELECT id, name, created_at AS "createdAt" FROM accounts ORDER BY created_at`,
+    );
     return { items };
   }
 }

@@ -29,26 +29,55 @@ export class AdminKeyBootstrap implements OnApplicationBootstrap {
     await this.dataSource.transaction(async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [BOOTSTRAP_LOCK]);
       const configured = this.config.EDM_ADMIN_KEY;
-      const [existing] = await tx.query(`SELECT id, key_hash FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1`);
-      if (existing && (!configured || (await tx.query(`SELECT 1 FROM api_keys WHERE key_hash = $1`, [hashApiKey(configured)])).length)) {
+      const [existing] = await tx.query(
+        `SELECT id, key_hash FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1`,
+      );
+      if (
+        existing &&
+        (!configured ||
+          (await tx.query(`SELECT 1 FROM api_keys WHERE key_hash = $1`, [hashApiKey(configured)])).length)
+      ) {
         return;
       }
-      let [account] = await tx.query(`SELECT id FROM accounts WHERE name = $1 ORDER BY created_at LIMIT 1`, [DEFAULT_ACCOUNT_NAME]);
+      let [account] = await tx.query(`SELECT id FROM accounts WHERE name = $1 ORDER BY created_at LIMIT 1`, [
+        DEFAULT_ACCOUNT_NAME,
+      ]);
       const meta = { correlationId: uuidv7(), causationId: null, actor: 'api:bootstrap' };
       if (!account) {
         account = { id: uuidv7() };
-        await this.store.append(tx, [{ streamId: `account-${account.id}`, expectedVersion: 'no_stream', events: [newEvent('AccountCreated', { accountId: account.id, name: DEFAULT_ACCOUNT_NAME })] }], meta);
+        await this.store.append(
+          tx,
+          [
+            {
+              streamId: `account-${account.id}`,
+              expectedVersion: 'no_stream',
+              events: [newEvent('AccountCreated', { accountId: account.id, name: DEFAULT_ACCOUNT_NAME })],
+            },
+          ],
+          meta,
+        );
       }
       const generated = configured ? undefined : generateApiKey('admin');
       const hash = configured ? hashApiKey(configured) : generated!.hash;
       const keyId = uuidv7();
       await this.store.append(
         tx,
-        [{
-          streamId: `api-key-${keyId}`,
-          expectedVersion: 'no_stream',
-          events: [newEvent('ApiKeyIssued', { keyId, accountId: account.id, role: 'admin', keyHash: hash, prefix: (configured ?? generated!.key).slice(0, 12), label: 'bootstrap admin' })],
-        }],
+        [
+          {
+            streamId: `api-key-${keyId}`,
+            expectedVersion: 'no_stream',
+            events: [
+              newEvent('ApiKeyIssued', {
+                keyId,
+                accountId: account.id,
+                role: 'admin',
+                keyHash: hash,
+                prefix: (configured ?? generated!.key).slice(0, 12),
+                label: 'bootstrap admin',
+              }),
+            ],
+          },
+        ],
         meta,
       );
       if (generated) {

@@ -11,7 +11,10 @@ export class ContactsController {
 
   @Post()
   @HttpCode(200)
-  upsert(@CurrentPrincipal() p: Principal, @Body(new ZodPipe(upsertContactsSchema)) body: z.infer<typeof upsertContactsSchema>) {
+  upsert(
+    @CurrentPrincipal() p: Principal,
+    @Body(new ZodPipe(upsertContactsSchema)) body: z.infer<typeof upsertContactsSchema>,
+  ) {
     return this.contacts.upsert(p, body.contacts);
   }
 

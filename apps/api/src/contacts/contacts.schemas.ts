@@ -5,14 +5,18 @@ export const contactInput = z
   .object({
     email: z.string().max(320),
     name: z.string().max(200).nullable().optional(),
-    attributes: z.record(z.string().max(100), z.union([z.string().max(2_000), z.number(), z.boolean(), z.null()])).optional(),
+    attributes: z
+      .record(z.string().max(100), z.union([z.string().max(2_000), z.number(), z.boolean(), z.null()]))
+      .optional(),
     tags: z.array(tag).max(50).optional(),
   })
   .strict();
 export type ContactInput = z.infer<typeof contactInput>;
 
 export const MAX_CONTACTS_PER_REQUEST = 10_000;
-export const upsertContactsSchema = z.object({ contacts: z.array(contactInput).min(1).max(MAX_CONTACTS_PER_REQUEST) }).strict();
+export const upsertContactsSchema = z
+  .object({ contacts: z.array(contactInput).min(1).max(MAX_CONTACTS_PER_REQUEST) })
+  .strict();
 
 export const listContactsQuery = z
   .object({

@@ -41,14 +41,22 @@ export class ContactsService {
       }
       merged.set(email, mergeInto(merged.get(email), input, email));
     });
-    if (problems.length) throw new DomainError('VALIDATION_FAILED', 'some contacts are not valid', problems.slice(0, 50));
+    if (problems.length)
+      throw new DomainError('VALIDATION_FAILED', 'some contacts are not valid', problems.slice(0, 50));
     return this.retryingUniqueRaces(() =>
-      this.dataSource.transaction((tx) => this.upsertIn(tx, principal.accountId, [...merged.values()], commandMetadata(principal))),
+      this.dataSource.transaction((tx) =>
+        this.upsertIn(tx, principal.accountId, [...merged.values()], commandMetadata(principal)),
+      ),
     );
   }
 
   /** Also used by task creation for recipients given as bare addresses. */
-  async upsertIn(tx: EntityManager, accountId: string, contacts: readonly MergedContact[], meta: EventMetadata) {
+  async upsertIn(
+    tx: EntityManager,
+    accountId: string,
+    contacts: readonly MergedContact[],
+    meta: EventMetadata,
+  ) {
     const existing = new Map<string, ExistingContact>(
       (
         await tx.query(
@@ -74,7 +82,16 @@ export class ContactsService {
       appends.push({
         streamId: `contact-${contactId}`,
         expectedVersion: old ? Number(old.version) : 'no_stream',
-        events: [newEvent('ContactUpserted', { contactId, accountId, email: next.email, name: next.name, attributes: next.attributes, tags: next.tags })],
+        events: [
+          newEvent('ContactUpserted', {
+            contactId,
+            accountId,
+            email: next.email,
+            name: next.name,
+            attributes: next.attributes,
+            tags: next.tags,
+          }),
+        ],
       });
     }
     await this.store.append(tx, appends, meta);
@@ -83,7 +100,10 @@ export class ContactsService {
 
   async importCsv(principal: Principal, body: unknown) {
     if (typeof body !== 'string' || body.trim() === '') {
-      throw new DomainError('VALIDATION_FAILED', 'send the CSV as the request body with Content-Type: text/csv');
+      throw new DomainError(
+        'VALIDATION_FAILED',
+        'send the CSV as the request body with Content-Type: text/csv',
+      );
     }
     let rows: string[][];
     try {
@@ -94,8 +114,12 @@ export class ContactsService {
     const [header, ...records] = rows;
     const columns = header.map((h) => h.trim().toLowerCase());
     const emailAt = columns.indexOf('email');
-    if (emailAt < 0) throw new DomainError('VALIDATION_FAILED', 'the header row needs an "email" column', [{ field: 'email', message: 'missing column' }]);
-    if (records.length > 100_000) throw new DomainError('VALIDATION_FAILED', 'at most 100,000 rows per import');
+    if (emailAt < 0)
+      throw new DomainError('VALIDATION_FAILED', 'the header row needs an "email" column', [
+        { field: 'email', message: 'missing column' },
+      ]);
+    if (records.length > 100_000)
+      throw new DomainError('VALIDATION_FAILED', 'at most 100,000 rows per import');
     const inputs: ContactInput[] = records.map((cells) => {
       const attributes: Record<string, string> = {};
       let name: string | undefined;
@@ -104,7 +128,11 @@ export class ContactsService {
         const value = (cells[i] ?? '').trim();
         if (i === emailAt || value === '') return;
         if (column === 'name') name = value;
-        else if (column === 'tags') tags = value.split(/[;|]/).map((t) => t.trim()).filter(Boolean);
+        else if (column === 'tags')
+          tags = value
+            .split(/[;|]/)
+            .map((t) => t.trim())
+            .filter(Boolean);
         else attributes[header[i].trim()] = value;
       });
       return { email: cells[emailAt] ?? '', name, tags, attributes };
@@ -127,7 +155,14 @@ export class ContactsService {
         WHERE account_id = $1 AND ($2::text IS NULL OR $2 = ANY(tags)) AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR email = $4) AND ($5::uuid IS NULL OR id > $5)
         ORDER BY id LIMIT $6`,
-      [principal.accountId, query.tag ?? null, query.status ?? null, query.email ? normaliseEmail(query.email) ?? query.email : null, query.cursor ?? null, query.limit],
+      [
+        principal.accountId,
+        query.tag ?? null,
+        query.status ?? null,
+        query.email ? (normaliseEmail(query.email) ?? query.email) : null,
+        query.cursor ?? null,
+        query.limit,
+      ],
     );
     return { items, nextCursor: items.length === query.limit ? items[items.length - 1].id : null };
   }
@@ -145,7 +180,11 @@ export class ContactsService {
   }
 }
 
-function mergeInto(base: MergedContact | undefined, input: Partial<MergedContact> | ContactInput, email: string): MergedContact {
+function mergeInto(
+  base: MergedContact | undefined,
+  input: Partial<MergedContact> | ContactInput,
+  email: string,
+): MergedContact {
   return {
     email,
     name: input.name ?? base?.name ?? null,
@@ -155,4 +194,6 @@ function mergeInto(base: MergedContact | undefined, input: Partial<MergedContact
 }
 
 const sameContact = (a: MergedContact, b: MergedContact) =>
-  a.name === b.name && JSON.stringify(a.attributes) === JSON.stringify(b.attributes) && JSON.stringify(a.tags) === JSON.stringify(b.tags);
+  a.name === b.name &&
+  JSON.stringify(a.attributes) === JSON.stringify(b.attributes) &&
+  JSON.stringify(a.tags) === JSON.stringify(b.tags);

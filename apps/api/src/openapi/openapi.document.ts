@@ -17,43 +17,109 @@ interface Route {
 
 /** The documented surface: every route with the same zod schema that validates it at run time. */
 const routes: Route[] = [
-  { method: 'post', path: '/api/v1/accounts', summary: 'Create an account (admin key); returns its API key once', body: createAccountSchema, created: true },
+  {
+    method: 'post',
+    path: '/api/v1/accounts',
+    summary: 'Create an account (admin key); returns its API key once',
+    body: createAccountSchema,
+    created: true,
+  },
   { method: 'get', path: '/api/v1/accounts', summary: 'List accounts (admin key)' },
-  { method: 'post', path: '/api/v1/services', summary: 'Create a sending service; credentials are write-only', body: createServiceSchema, created: true },
+  {
+    method: 'post',
+    path: '/api/v1/services',
+    summary: 'Create a sending service; credentials are write-only',
+    body: createServiceSchema,
+    created: true,
+  },
   { method: 'get', path: '/api/v1/services', summary: 'List sending services with status and quota' },
   { method: 'get', path: '/api/v1/services/{id}', summary: 'Get a sending service' },
-  { method: 'patch', path: '/api/v1/services/{id}', summary: 'Change a sending service', body: updateServiceSchema },
-  { method: 'post', path: '/api/v1/services/{id}/freeze', summary: 'Freeze a service with a reason', body: freezeServiceSchema },
+  {
+    method: 'patch',
+    path: '/api/v1/services/{id}',
+    summary: 'Change a sending service',
+    body: updateServiceSchema,
+  },
+  {
+    method: 'post',
+    path: '/api/v1/services/{id}/freeze',
+    summary: 'Freeze a service with a reason',
+    body: freezeServiceSchema,
+  },
   { method: 'post', path: '/api/v1/services/{id}/unfreeze', summary: 'Unfreeze a service' },
   { method: 'post', path: '/api/v1/services/{id}/disable', summary: 'Disable a service' },
   { method: 'post', path: '/api/v1/services/{id}/enable', summary: 'Enable a disabled service' },
-  { method: 'post', path: '/api/v1/contacts', summary: 'Create or merge contacts (up to 10,000)', body: upsertContactsSchema },
-  { method: 'post', path: '/api/v1/contacts/import', summary: 'Import contacts from CSV with a header row (email, name, tags, attributes…)', contentType: 'text/csv' },
+  {
+    method: 'post',
+    path: '/api/v1/contacts',
+    summary: 'Create or merge contacts (up to 10,000)',
+    body: upsertContactsSchema,
+  },
+  {
+    method: 'post',
+    path: '/api/v1/contacts/import',
+    summary: 'Import contacts from CSV with a header row (email, name, tags, attributes…)',
+    contentType: 'text/csv',
+  },
   { method: 'get', path: '/api/v1/contacts', summary: 'List contacts', query: listContactsQuery },
   { method: 'post', path: '/api/v1/templates', summary: 'Create a template', created: true },
   { method: 'get', path: '/api/v1/templates', summary: 'List templates' },
   { method: 'get', path: '/api/v1/templates/{id}', summary: 'Get a template' },
   { method: 'patch', path: '/api/v1/templates/{id}', summary: 'Change a template' },
-  { method: 'post', path: '/api/v1/tasks', summary: 'Create a task; honours Idempotency-Key', body: createTaskSchema, created: true },
+  {
+    method: 'post',
+    path: '/api/v1/tasks',
+    summary: 'Create a task; honours Idempotency-Key',
+    body: createTaskSchema,
+    created: true,
+  },
   { method: 'get', path: '/api/v1/tasks', summary: 'List tasks', query: listTasksQuery },
-  { method: 'get', path: '/api/v1/tasks/{id}', summary: 'Get a task with exact live counts and the per-service split' },
-  { method: 'get', path: '/api/v1/tasks/{id}/subtasks', summary: 'List a task sub-tasks', query: listSubTasksQuery },
+  {
+    method: 'get',
+    path: '/api/v1/tasks/{id}',
+    summary: 'Get a task with exact live counts and the per-service split',
+  },
+  {
+    method: 'get',
+    path: '/api/v1/tasks/{id}/subtasks',
+    summary: 'List a task sub-tasks',
+    query: listSubTasksQuery,
+  },
   { method: 'get', path: '/api/v1/tasks/{id}/events', summary: 'The task event timeline' },
   { method: 'post', path: '/api/v1/tasks/{id}/pause', summary: 'Pause a task' },
   { method: 'post', path: '/api/v1/tasks/{id}/resume', summary: 'Resume a paused task' },
-  { method: 'post', path: '/api/v1/tasks/{id}/cancel', summary: 'Cancel a task; its pending sub-tasks become cancelled' },
+  {
+    method: 'post',
+    path: '/api/v1/tasks/{id}/cancel',
+    summary: 'Cancel a task; its pending sub-tasks become cancelled',
+  },
 ];
 
-const jsonSchema = (schema: z.ZodType) => z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+const jsonSchema = (schema: z.ZodType) =>
+  z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
 
 export function buildOpenApiDocument(): OpenAPIObject {
   const paths: OpenAPIObject['paths'] = {};
   for (const route of routes) {
     const parameters = [
-      ...(route.path.includes('{id}') ? [{ name: 'id', in: 'path' as const, required: true, schema: { type: 'string', format: 'uuid' } }] : []),
-      ...Object.keys(route.query?.shape ?? {}).map((name) => ({ name, in: 'query' as const, required: false, schema: { type: 'string' } })),
+      ...(route.path.includes('{id}')
+        ? [{ name: 'id', in: 'path' as const, required: true, schema: { type: 'string', format: 'uuid' } }]
+        : []),
+      ...Object.keys(route.query?.shape ?? {}).map((name) => ({
+        name,
+        in: 'query' as const,
+        required: false,
+        schema: { type: 'string' },
+      })),
       ...(route.path === '/api/v1/tasks' && route.method === 'post'
-        ? [{ name: 'Idempotency-Key', in: 'header' as const, required: false, schema: { type: 'string', maxLength: 200 } }]
+        ? [
+            {
+              name: 'Idempotency-Key',
+              in: 'header' as const,
+              required: false,
+              schema: { type: 'string', maxLength: 200 },
+            },
+          ]
         : []),
     ];
     paths[route.path] = {
@@ -63,11 +129,22 @@ export function buildOpenApiDocument(): OpenAPIObject {
         security: [{ bearer: [] }],
         parameters,
         ...(route.body || route.contentType
-          ? { requestBody: { required: true, content: { [route.contentType ?? 'application/json']: { schema: route.body ? jsonSchema(route.body) : { type: 'string' } } } } }
+          ? {
+              requestBody: {
+                required: true,
+                content: {
+                  [route.contentType ?? 'application/json']: {
+                    schema: route.body ? jsonSchema(route.body) : { type: 'string' },
+                  },
+                },
+              },
+            }
           : {}),
         responses: {
           [route.created ? '201' : '200']: { description: 'OK' },
-          '400': { description: 'Validation failed: `{ error: { code, message, fields: [{ field, message }] } }`' },
+          '400': {
+            description: 'Validation failed: `{ error: { code, message, fields: [{ field, message }] } }`',
+          },
           '401': { description: 'Missing or unknown API key' },
           '404': { description: 'Not found (or another account’s)' },
           '413': { description: 'Body too large' },
@@ -77,7 +154,11 @@ export function buildOpenApiDocument(): OpenAPIObject {
   }
   return {
     openapi: '3.0.3',
-    info: { title: 'EDM dispatch API', version: '1', description: 'Tasks, sub-tasks, sending services, contacts and templates.' },
+    info: {
+      title: 'EDM dispatch API',
+      version: '1',
+      description: 'Tasks, sub-tasks, sending services, contacts and templates.',
+    },
     components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     paths,
   };

@@ -2,7 +2,14 @@ import { Body, Controller, Get, HttpCode, Param, Patch, Post } from '@nestjs/com
 import { z } from 'zod';
 import { ZodPipe } from '@edm/platform';
 import { CurrentPrincipal, Principal } from '../auth/principal';
-import { createServiceSchema, CreateServiceInput, freezeServiceSchema, FreezeServiceInput, updateServiceSchema, UpdateServiceInput } from './services.schemas';
+import {
+  createServiceSchema,
+  CreateServiceInput,
+  freezeServiceSchema,
+  FreezeServiceInput,
+  updateServiceSchema,
+  UpdateServiceInput,
+} from './services.schemas';
 import { ServicesService } from './services.service';
 
 const disableSchema = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict();
@@ -28,13 +35,21 @@ export class ServicesController {
   }
 
   @Patch(':id')
-  update(@CurrentPrincipal() p: Principal, @Param('id') id: string, @Body(new ZodPipe(updateServiceSchema)) body: UpdateServiceInput) {
+  update(
+    @CurrentPrincipal() p: Principal,
+    @Param('id') id: string,
+    @Body(new ZodPipe(updateServiceSchema)) body: UpdateServiceInput,
+  ) {
     return this.services.update(p, id, body);
   }
 
   @Post(':id/freeze')
   @HttpCode(200)
-  freeze(@CurrentPrincipal() p: Principal, @Param('id') id: string, @Body(new ZodPipe(freezeServiceSchema)) body: FreezeServiceInput) {
+  freeze(
+    @CurrentPrincipal() p: Principal,
+    @Param('id') id: string,
+    @Body(new ZodPipe(freezeServiceSchema)) body: FreezeServiceInput,
+  ) {
     return this.services.freeze(p, id, body);
   }
 
@@ -46,7 +61,11 @@ export class ServicesController {
 
   @Post(':id/disable')
   @HttpCode(200)
-  disable(@CurrentPrincipal() p: Principal, @Param('id') id: string, @Body(new ZodPipe(disableSchema)) body: z.infer<typeof disableSchema>) {
+  disable(
+    @CurrentPrincipal() p: Principal,
+    @Param('id') id: string,
+    @Body(new ZodPipe(disableSchema)) body: z.infer<typeof disableSchema>,
+  ) {
     return this.services.setEnabled(p, id, false, body.reason);
   }
 

@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { pace } from '@edm/events';
 import { PROVIDERS } from '@edm/providers';
 
-const address = z.object({ email: z.string().trim().email().max(254), name: z.string().max(200).optional() }).strict();
+const address = z
+  .object({ email: z.string().trim().email().max(254), name: z.string().max(200).optional() })
+  .strict();
 const jsonObject = z.record(z.string().max(100), z.unknown());
 
 export const createServiceSchema = z
@@ -21,7 +23,10 @@ export const createServiceSchema = z
 export const updateServiceSchema = createServiceSchema.omit({ provider: true }).partial().strict();
 
 export const freezeServiceSchema = z
-  .object({ reason: z.string().trim().min(1).max(500), until: z.string().datetime({ offset: true }).optional() })
+  .object({
+    reason: z.string().trim().min(1).max(500),
+    until: z.string().datetime({ offset: true }).optional(),
+  })
   .strict();
 
 export type CreateServiceInput = z.infer<typeof createServiceSchema>;

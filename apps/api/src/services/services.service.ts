@@ -58,7 +58,9 @@ export class ServicesService {
           dailyQuota: input.dailyQuota ?? null,
           quotaResetHourUtc: input.quotaResetHourUtc ?? 0,
           options: input.options ?? {},
-          credentialsSealed: input.credentials ? sealCredentials(this.config.encryptionKey, input.credentials) : null,
+          credentialsSealed: input.credentials
+            ? sealCredentials(this.config.encryptionKey, input.credentials)
+            : null,
         }),
       ],
       commandMetadata(principal),
@@ -69,33 +71,47 @@ export class ServicesService {
   async update(principal: Principal, id: string, input: UpdateServiceInput) {
     const current = await this.row(principal, id);
     if (input.credentials || input.options) {
-      this.validateProviderConfig(current.provider, input.credentials ?? {}, input.options ?? current.options, !input.credentials);
+      this.validateProviderConfig(
+        current.provider,
+        input.credentials ?? {},
+        input.options ?? current.options,
+        !input.credentials,
+      );
     }
     const { credentials, ...rest } = input;
     const changes: EventData<'ServiceUpdated'>['changes'] = { ...rest };
     if (credentials) changes.credentialsSealed = sealCredentials(this.config.encryptionKey, credentials);
-    if (Object.keys(changes).length) await this.appendTo(principal, id, [newEvent('ServiceUpdated', { serviceId: id, changes })]);
+    if (Object.keys(changes).length)
+      await this.appendTo(principal, id, [newEvent('ServiceUpdated', { serviceId: id, changes })]);
     return this.get(principal, id);
   }
 
   async freeze(principal: Principal, id: string, input: FreezeServiceInput) {
     const current = await this.row(principal, id);
-    if (current.status === 'disabled') throw new DomainError('INVALID_STATE', 'service is disabled; enable it first');
-    await this.appendTo(principal, id, [newEvent('ServiceFrozen', { serviceId: id, reason: input.reason, until: input.until ?? null })]);
+    if (current.status === 'disabled')
+      throw new DomainError('INVALID_STATE', 'service is disabled; enable it first');
+    await this.appendTo(principal, id, [
+      newEvent('ServiceFrozen', { serviceId: id, reason: input.reason, until: input.until ?? null }),
+    ]);
     return this.get(principal, id);
   }
 
   async unfreeze(principal: Principal, id: string) {
     const current = await this.row(principal, id);
-    if (current.status !== 'frozen') throw new DomainError('INVALID_STATE', `service is ${current.status}, not frozen`);
-    await this.appendTo(principal, id, [newEvent('ServiceUnfrozen', { serviceId: id, reason: 'unfrozen by operator' })]);
+    if (current.status !== 'frozen')
+      throw new DomainError('INVALID_STATE', `service is ${current.status}, not frozen`);
+    await this.appendTo(principal, id, [
+      newEvent('ServiceUnfrozen', { serviceId: id, reason: 'unfrozen by operator' }),
+    ]);
     return this.get(principal, id);
   }
 
   async setEnabled(principal: Principal, id: string, enabled: boolean, reason = 'disabled by operator') {
     const current = await this.row(principal, id);
-    if (enabled && current.status === 'disabled') await this.appendTo(principal, id, [newEvent('ServiceEnabled', { serviceId: id })]);
-    if (!enabled && current.status !== 'disabled') await this.appendTo(principal, id, [newEvent('ServiceDisabled', { serviceId: id, reason })]);
+    if (enabled && current.status === 'disabled')
+      await this.appendTo(principal, id, [newEvent('ServiceEnabled', { serviceId: id })]);
+    if (!enabled && current.status !== 'disabled')
+      await this.appendTo(principal, id, [newEvent('ServiceDisabled', { serviceId: id, reason })]);
     return this.get(principal, id);
   }
 
@@ -115,16 +131,34 @@ export class ServicesService {
     });
   }
 
-  private validateProviderConfig(provider: Provider, credentials: unknown, options: unknown, credentialsOptional = false) {
+  private validateProviderConfig(
+    provider: Provider,
+    credentials: unknown,
+    options: unknown,
+    credentialsOptional = false,
+  ) {
     const schemas = providerConfigSchemas[provider];
     const problems: { field: string; message: string }[] = [];
     if (!credentialsOptional) {
       const c = schemas.credentials.safeParse(credentials);
-      if (!c.success) problems.push(...c.error.issues.map((i) => ({ field: ['credentials', ...i.path.map(String)].join('.'), message: i.message })));
+      if (!c.success)
+        problems.push(
+          ...c.error.issues.map((i) => ({
+            field: ['credentials', ...i.path.map(String)].join('.'),
+            message: i.message,
+          })),
+        );
     }
     const o = schemas.options.safeParse(options);
-    if (!o.success) problems.push(...o.error.issues.map((i) => ({ field: ['options', ...i.path.map(String)].join('.'), message: i.message })));
-    if (problems.length) throw new DomainError('VALIDATION_FAILED', `invalid ${provider} configuration`, problems);
+    if (!o.success)
+      problems.push(
+        ...o.error.issues.map((i) => ({
+          field: ['options', ...i.path.map(String)].join('.'),
+          message: i.message,
+        })),
+      );
+    if (problems.length)
+      throw new DomainError('VALIDATION_FAILED', `invalid ${provider} configuration`, problems);
   }
 
   private async row(principal: Principal, id: string): Promise<ServiceRow> {
@@ -146,7 +180,6 @@ export class ServicesService {
     );
   }
 }
-
 
 /** The API's view of a service: no credentials, and option values that look secret are masked. */
 function present(row: ServiceRow) {
@@ -176,5 +209,7 @@ function present(row: ServiceRow) {
 
 const SECRET = /(secret|key|token|pass|signing)/i;
 function maskSecrets(options: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(options).map(([k, v]) => [k, SECRET.test(k) && typeof v === 'string' ? '********' : v]));
+  return Object.fromEntries(
+    Object.entries(options).map(([k, v]) => [k, SECRET.test(k) && typeof v === 'string' ? '********' : v]),
+  );
 }

@@ -11,6 +11,16 @@ describe('taskCounts', () => {
       { status: 'bounced', count: 1 },
       { status: 'skipped', count: 2 },
     ]);
-    expect(counts).toMatchObject({ total: 11, pending: 3, sent: 6, delivered: 3, opened: 2, clicked: 1, bounced: 1, skipped: 2, failed: 0 });
+    expect(counts).toMatchObject({
+      total: 11,
+      pending: 3,
+      sent: 6,
+      delivered: 3,
+      opened: 2,
+      clicked: 1,
+      bounced: 1,
+      skipped: 2,
+      failed: 0,
+    });
   });
 });

@@ -3,8 +3,22 @@ import { SubTaskStatus, subTaskStatuses } from '@edm/events';
 export type TaskCounts = Record<SubTaskStatus | 'total', number>;
 
 /** Statuses a sub-task can only reach after it was sent: they all count as sent. */
-const AFTER_SENT: readonly SubTaskStatus[] = ['sent', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
-const AFTER_DELIVERED: readonly SubTaskStatus[] = ['delivered', 'opened', 'clicked', 'complained', 'unsubscribed'];
+const AFTER_SENT: readonly SubTaskStatus[] = [
+  'sent',
+  'delivered',
+  'opened',
+  'clicked',
+  'bounced',
+  'complained',
+  'unsubscribed',
+];
+const AFTER_DELIVERED: readonly SubTaskStatus[] = [
+  'delivered',
+  'opened',
+  'clicked',
+  'complained',
+  'unsubscribed',
+];
 const AFTER_OPENED: readonly SubTaskStatus[] = ['opened', 'clicked'];
 
 /**
@@ -13,7 +27,8 @@ const AFTER_OPENED: readonly SubTaskStatus[] = ['opened', 'clicked'];
  */
 export function taskCounts(rows: readonly { status: string; count: number | string }[]): TaskCounts {
   const now = Object.fromEntries(subTaskStatuses.map((s) => [s, 0])) as Record<SubTaskStatus, number>;
-  for (const row of rows) now[row.status as SubTaskStatus] = (now[row.status as SubTaskStatus] ?? 0) + Number(row.count);
+  for (const row of rows)
+    now[row.status as SubTaskStatus] = (now[row.status as SubTaskStatus] ?? 0) + Number(row.count);
   const sum = (statuses: readonly SubTaskStatus[]) => statuses.reduce((total, s) => total + now[s], 0);
   return {
     ...now,

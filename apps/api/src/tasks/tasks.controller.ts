@@ -2,7 +2,14 @@ import { Body, Controller, Get, Headers, HttpCode, Param, Post, Query, Res } fro
 import type { Response } from 'express';
 import { ZodPipe } from '@edm/platform';
 import { CurrentPrincipal, Principal } from '../auth/principal';
-import { createTaskSchema, CreateTaskInput, listSubTasksQuery, ListSubTasksQuery, listTasksQuery, ListTasksQuery } from './tasks.schemas';
+import {
+  createTaskSchema,
+  CreateTaskInput,
+  listSubTasksQuery,
+  ListSubTasksQuery,
+  listTasksQuery,
+  ListTasksQuery,
+} from './tasks.schemas';
 import { TasksService } from './tasks.service';
 import { CreateTaskUseCase } from './usecases/create-task/create-task.usecase';
 
@@ -36,7 +43,11 @@ export class TasksController {
   }
 
   @Get(':id/subtasks')
-  subTasks(@CurrentPrincipal() p: Principal, @Param('id') id: string, @Query(new ZodPipe(listSubTasksQuery)) query: ListSubTasksQuery) {
+  subTasks(
+    @CurrentPrincipal() p: Principal,
+    @Param('id') id: string,
+    @Query(new ZodPipe(listSubTasksQuery)) query: ListSubTasksQuery,
+  ) {
     return this.tasks.subTasks(p, id, query);
   }
 

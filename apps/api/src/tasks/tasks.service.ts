@@ -30,7 +30,10 @@ export class TasksService {
   async get(principal: Principal, id: string) {
     const task = await this.row(principal, id);
     const [statusRows, serviceRows] = await Promise.all([
-      this.dataSource.query(`SELECT status, count(*)::int AS count FROM sub_tasks WHERE task_id = $1 GROUP BY status`, [id]),
+      this.dataSource.query(
+        `SELECT status, count(*)::int AS count FROM sub_tasks WHERE task_id = $1 GROUP BY status`,
+        [id],
+      ),
       this.dataSource.query(
         `SELECT st.service_id AS "serviceId", s.name, s.status AS "serviceStatus", st.status, count(*)::int AS count
            FROM sub_tasks st JOIN sending_services s ON s.id = st.service_id
@@ -38,10 +41,20 @@ export class TasksService {
         [id],
       ),
     ]);
-    type ServiceSplit = { serviceId: string; name: string; status: string; rows: { status: string; count: number }[] };
+    type ServiceSplit = {
+      serviceId: string;
+      name: string;
+      status: string;
+      rows: { status: string; count: number }[];
+    };
     const byService = new Map<string, ServiceSplit>();
     for (const r of serviceRows) {
-      const entry: ServiceSplit = byService.get(r.serviceId) ?? { serviceId: r.serviceId, name: r.name, status: r.serviceStatus, rows: [] };
+      const entry: ServiceSplit = byService.get(r.serviceId) ?? {
+        serviceId: r.serviceId,
+        name: r.name,
+        status: r.serviceStatus,
+        rows: [],
+      };
       entry.rows.push({ status: r.status, count: r.count });
       byService.set(r.serviceId, entry);
     }
@@ -85,7 +98,10 @@ export class TasksService {
         type: e.type,
         version: e.version,
         occurredAt: e.occurredAt,
-        data: e.type === 'SubTasksMaterialised' ? { chunk: e.data.chunk, subTasks: e.data.subTasks.length } : e.data,
+        data:
+          e.type === 'SubTasksMaterialised'
+            ? { chunk: e.data.chunk, subTasks: e.data.subTasks.length }
+            : e.data,
         actor: e.metadata.actor ?? null,
       })),
     };
@@ -103,12 +119,19 @@ export class TasksService {
         const version = await this.store.currentVersion(tx, `task-${id}`);
         let event: NewEvent;
         if (command === 'cancel') {
-          const [{ count }] = await tx.query(`SELECT count(*)::int AS count FROM sub_tasks WHERE task_id = $1 AND status = 'pending'`, [id]);
+          const [{ count }] = await tx.query(
+            `SELECT count(*)::int AS count FROM sub_tasks WHERE task_id = $1 AND status = 'pending'`,
+            [id],
+          );
           event = newEvent('TaskCancelled', { taskId: id, cancelledSubTasks: count });
         } else {
           event = newEvent(rule.event as 'TaskPaused' | 'TaskResumed', { taskId: id });
         }
-        await this.store.append(tx, [{ streamId: `task-${id}`, expectedVersion: version, events: [event] }], commandMetadata(principal));
+        await this.store.append(
+          tx,
+          [{ streamId: `task-${id}`, expectedVersion: version, events: [event] }],
+          commandMetadata(principal),
+        );
       }),
     );
     return this.get(principal, id);

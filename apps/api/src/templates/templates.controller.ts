@@ -13,7 +13,10 @@ const content = {
   html: z.string().max(2_000_000).nullable().optional(),
   text: z.string().max(2_000_000).nullable().optional(),
 };
-const createTemplateSchema = z.object(content).strict().refine((t) => t.html || t.text, { message: 'html or text is required', path: ['html'] });
+const createTemplateSchema = z
+  .object(content)
+  .strict()
+  .refine((t) => t.html || t.text, { message: 'html or text is required', path: ['html'] });
 const updateTemplateSchema = z.object(content).partial().strict();
 
 const SELECT = `SELECT id, name, subject, html, text, created_at AS "createdAt", updated_at AS "updatedAt" FROM templates`;
@@ -28,12 +31,24 @@ export class TemplatesController {
 
   @Post()
   @HttpCode(201)
-  async create(@CurrentPrincipal() p: Principal, @Body(new ZodPipe(createTemplateSchema)) body: z.infer<typeof createTemplateSchema>) {
+  async create(
+    @CurrentPrincipal() p: Principal,
+    @Body(new ZodPipe(createTemplateSchema)) body: z.infer<typeof createTemplateSchema>,
+  ) {
     const templateId = uuidv7();
     await this.store.appendToStream(
       `template-${templateId}`,
       'no_stream',
-      [newEvent('TemplateCreated', { templateId, accountId: p.accountId, name: body.name, subject: body.subject, html: body.html ?? null, text: body.text ?? null })],
+      [
+        newEvent('TemplateCreated', {
+          templateId,
+          accountId: p.accountId,
+          name: body.name,
+          subject: body.subject,
+          html: body.html ?? null,
+          text: body.text ?? null,
+        }),
+      ],
       commandMetadata(p),
     );
     return this.get(p, templateId);
@@ -41,23 +56,39 @@ export class TemplatesController {
 
   @Get()
   async list(@CurrentPrincipal() p: Principal) {
-    return { items: await this.dataSource.query(`${SELECT} WHERE account_id = $1 ORDER BY created_at`, [p.accountId]) };
+    return {
+      items: await this.dataSource.query(`${SELECT} WHERE account_id = $1 ORDER BY created_at`, [
+        p.accountId,
+      ]),
+    };
   }
 
   @Get(':id')
   async get(@CurrentPrincipal() p: Principal, @Param('id') id: string) {
     if (!z.string().uuid().safeParse(id).success) throw notFound('template');
-    const [row] = await this.dataSource.query(`${SELECT} WHERE account_id = $1 AND id = $2`, [p.accountId, id]);
+    const [row] = await this.dataSource.query(`${SELECT} WHERE account_id = $1 AND id = $2`, [
+      p.accountId,
+      id,
+    ]);
     if (!row) throw notFound('template');
     return row;
   }
 
   @Patch(':id')
-  async update(@CurrentPrincipal() p: Principal, @Param('id') id: string, @Body(new ZodPipe(updateTemplateSchema)) body: z.infer<typeof updateTemplateSchema>) {
+  async update(
+    @CurrentPrincipal() p: Principal,
+    @Param('id') id: string,
+    @Body(new ZodPipe(updateTemplateSchema)) body: z.infer<typeof updateTemplateSchema>,
+  ) {
     await this.get(p, id);
     await retryOnConflict(async () => {
       const version = await this.store.currentVersion(this.dataSource.manager, `template-${id}`);
-      await this.store.appendToStream(`template-${id}`, version, [newEvent('TemplateUpdated', { templateId: id, changes: body })], commandMetadata(p));
+      await this.store.appendToStream(
+        `template-${id}`,
+        version,
+        [newEvent('TemplateUpdated', { templateId: id, changes: body })],
+        commandMetadata(p),
+      );
     });
     return this.get(p, id);
   }

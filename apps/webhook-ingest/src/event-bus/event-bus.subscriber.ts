@@ -12,7 +12,11 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
     private readonly jetstream: JetStreamService,
     metrics: Metrics,
   ) {
-    this.received = metrics.counter('edm_bus_events_received_total', 'Events received from the bus, by type.', ['type']);
+    this.received = metrics.counter(
+      'edm_bus_events_received_total',
+      'Events received from the bus, by type.',
+      ['type'],
+    );
   }
 
   async onApplicationBootstrap(): Promise<void> {

@@ -168,7 +168,9 @@ export class InitialSchema1764288000000 implements MigrationInterface {
         clicked_at timestamptz
       )`);
     await q.query(`CREATE INDEX sub_tasks_task_status ON sub_tasks (task_id, status)`);
-    await q.query(`CREATE INDEX sub_tasks_pending ON sub_tasks (task_id, next_attempt_at) WHERE status = 'pending'`);
+    await q.query(
+      `CREATE INDEX sub_tasks_pending ON sub_tasks (task_id, next_attempt_at) WHERE status = 'pending'`,
+    );
     await q.query(
       `CREATE INDEX sub_tasks_leased ON sub_tasks (lease_expires_at) WHERE status IN ('allocated', 'sending')`,
     );

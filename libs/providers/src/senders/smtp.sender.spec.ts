@@ -78,8 +78,7 @@ async function startScriptedSmtpPeer(script: {
         else if (line.startsWith('RCPT TO')) {
           if (script.atRcpt) script.atRcpt(socket);
           else socket.write('250 OK\r\n');
-        }
-        else if (line === 'DATA') {
+        } else if (line === 'DATA') {
           inData = true;
           socket.write('354 go ahead\r\n');
           return;

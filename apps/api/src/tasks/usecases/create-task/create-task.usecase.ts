@@ -31,7 +31,11 @@ export class CreateTaskUseCase {
     private readonly contacts: ContactsService,
   ) {}
 
-  async execute(principal: Principal, input: CreateTaskInput, idempotencyKey?: string): Promise<CreateTaskResult> {
+  async execute(
+    principal: Principal,
+    input: CreateTaskInput,
+    idempotencyKey?: string,
+  ): Promise<CreateTaskResult> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,200}$/.test(idempotencyKey)) {
       throw new DomainError('VALIDATION_FAILED', 'Idempotency-Key must be 1-200 visible ASCII characters');
     }
@@ -43,39 +47,55 @@ export class CreateTaskUseCase {
       }
       const result = await this.create(tx, principal, input);
       if (idempotencyKey) {
-        await tx.query(`UPDATE idempotency_keys SET status_code = 201, response = $3 WHERE account_id = $1 AND key = $2`, [
-          principal.accountId,
-          idempotencyKey,
-          JSON.stringify(result.body),
-        ]);
+        await tx.query(
+          `UPDATE idempotency_keys SET status_code = 201, response = $3 WHERE account_id = $1 AND key = $2`,
+          [principal.accountId, idempotencyKey, JSON.stringify(result.body)],
+        );
       }
       return result;
     });
   }
 
   /** Claims the key, or returns the stored answer. A concurrent first request is waited for by the insert. */
-  private async claimKey(tx: EntityManager, accountId: string, key: string, requestHash: string): Promise<CreateTaskResult | null> {
+  private async claimKey(
+    tx: EntityManager,
+    accountId: string,
+    key: string,
+    requestHash: string,
+  ): Promise<CreateTaskResult | null> {
     const claimed: unknown[] = await tx.query(
       `INSERT INTO idempotency_keys (account_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, 0, '{}')
        ON CONFLICT DO NOTHING RETURNING key`,
       [accountId, key, requestHash],
     );
     if (claimed.length) return null;
-    const [stored] = await tx.query(`SELECT request_hash, response FROM idempotency_keys WHERE account_id = $1 AND key = $2`, [accountId, key]);
+    const [stored] = await tx.query(
+      `SELECT request_hash, response FROM idempotency_keys WHERE account_id = $1 AND key = $2`,
+      [accountId, key],
+    );
     if (stored.request_hash !== requestHash) {
-      throw new DomainError('IDEMPOTENCY_MISMATCH', 'this Idempotency-Key was used with a different request body');
+      throw new DomainError(
+        'IDEMPOTENCY_MISMATCH',
+        'this Idempotency-Key was used with a different request body',
+      );
     }
     return { status: 200, body: stored.response };
   }
 
-  private async create(tx: EntityManager, principal: Principal, input: CreateTaskInput): Promise<CreateTaskResult> {
+  private async create(
+    tx: EntityManager,
+    principal: Principal,
+    input: CreateTaskInput,
+  ): Promise<CreateTaskResult> {
     const accountId = principal.accountId;
     const meta = commandMetadata(principal);
     const content = await this.content(tx, accountId, input);
     const serviceIds = await this.checkServices(tx, accountId, input.serviceIds ?? []);
     const recipients = await this.resolveRecipients(tx, principal, input.recipients, meta);
     if (recipients.length === 0) {
-      throw new DomainError('VALIDATION_FAILED', 'no contact matches the recipients', [{ field: 'recipients', message: 'matched no contact' }]);
+      throw new DomainError('VALIDATION_FAILED', 'no contact matches the recipients', [
+        { field: 'recipients', message: 'matched no contact' },
+      ]);
     }
     const seeds: SubTaskSeed[] = recipients.map((r) => ({
       id: uuidv7(),
@@ -102,7 +122,14 @@ export class CreateTaskUseCase {
       }),
     ];
     for (let i = 0; i < seeds.length; i += SUBTASK_CHUNK) {
-      events.push(newEvent('SubTasksMaterialised', { taskId, accountId, chunk: i / SUBTASK_CHUNK, subTasks: seeds.slice(i, i + SUBTASK_CHUNK) }));
+      events.push(
+        newEvent('SubTasksMaterialised', {
+          taskId,
+          accountId,
+          chunk: i / SUBTASK_CHUNK,
+          subTasks: seeds.slice(i, i + SUBTASK_CHUNK),
+        }),
+      );
     }
     const nothingToSend = skipped === seeds.length;
     if (nothingToSend) events.push(newEvent('TaskCompleted', { taskId }));
@@ -119,10 +146,21 @@ export class CreateTaskUseCase {
 
   private async content(tx: EntityManager, accountId: string, input: CreateTaskInput) {
     if (!input.templateId) {
-      return { subject: input.subject!, html: input.html ?? null, text: input.text ?? null, templateId: null };
+      return {
+        subject: input.subject!,
+        html: input.html ?? null,
+        text: input.text ?? null,
+        templateId: null,
+      };
     }
-    const [template] = await tx.query(`SELECT subject, html, text FROM templates WHERE id = $1 AND account_id = $2`, [input.templateId, accountId]);
-    if (!template) throw new DomainError('VALIDATION_FAILED', 'unknown template', [{ field: 'templateId', message: 'no such template' }]);
+    const [template] = await tx.query(
+      `SELECT subject, html, text FROM templates WHERE id = $1 AND account_id = $2`,
+      [input.templateId, accountId],
+    );
+    if (!template)
+      throw new DomainError('VALIDATION_FAILED', 'unknown template', [
+        { field: 'templateId', message: 'no such template' },
+      ]);
     return {
       subject: input.subject ?? template.subject,
       html: input.html ?? template.html,
@@ -133,9 +171,14 @@ export class CreateTaskUseCase {
 
   private async checkServices(tx: EntityManager, accountId: string, ids: string[]): Promise<string[]> {
     if (ids.length === 0) return [];
-    const found: { id: string }[] = await tx.query(`SELECT id FROM sending_services WHERE account_id = $1 AND id = ANY($2::uuid[])`, [accountId, ids]);
+    const found: { id: string }[] = await tx.query(
+      `SELECT id FROM sending_services WHERE account_id = $1 AND id = ANY($2::uuid[])`,
+      [accountId, ids],
+    );
     const known = new Set(found.map((f) => f.id));
-    const problems = ids.flatMap((id, i) => (known.has(id) ? [] : [{ field: `serviceIds.${i}`, message: 'no such service' }]));
+    const problems = ids.flatMap((id, i) =>
+      known.has(id) ? [] : [{ field: `serviceIds.${i}`, message: 'no such service' }],
+    );
     if (problems.length) throw new DomainError('VALIDATION_FAILED', 'unknown services', problems);
     return [...known];
   }
@@ -152,9 +195,22 @@ export class CreateTaskUseCase {
       if (!email) problems.push({ field: `recipients.emails.${i}`, message: 'not a valid email address' });
       return email;
     });
-    if (problems.length) throw new DomainError('VALIDATION_FAILED', 'some recipients are not valid', problems.slice(0, 50));
+    if (problems.length)
+      throw new DomainError('VALIDATION_FAILED', 'some recipients are not valid', problems.slice(0, 50));
     const byEmail = emails.length
-      ? (await this.contacts.upsertIn(tx, principal.accountId, [...new Set(emails as string[])].map((email) => ({ email, name: null, attributes: {}, tags: [] })), meta)).ids
+      ? (
+          await this.contacts.upsertIn(
+            tx,
+            principal.accountId,
+            [...new Set(emails as string[])].map((email) => ({
+              email,
+              name: null,
+              attributes: {},
+              tags: [],
+            })),
+            meta,
+          )
+        ).ids
       : [];
     const contactIds = [...new Set([...(recipients.contactIds ?? []), ...byEmail])];
     const rows: { id: string; email: string; status: string }[] = await tx.query(
@@ -165,8 +221,11 @@ export class CreateTaskUseCase {
     );
     if (recipients.contactIds?.length) {
       const found = new Set(rows.map((r) => r.id));
-      const unknown = recipients.contactIds.flatMap((id, i) => (found.has(id) ? [] : [{ field: `recipients.contactIds.${i}`, message: 'no such contact' }]));
-      if (unknown.length) throw new DomainError('VALIDATION_FAILED', 'unknown contacts', unknown.slice(0, 50));
+      const unknown = recipients.contactIds.flatMap((id, i) =>
+        found.has(id) ? [] : [{ field: `recipients.contactIds.${i}`, message: 'no such contact' }],
+      );
+      if (unknown.length)
+        throw new DomainError('VALIDATION_FAILED', 'unknown contacts', unknown.slice(0, 50));
     }
     return rows;
   }
