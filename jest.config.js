@@ -22,7 +22,7 @@ const tier = (displayName, testMatch, extra = {}) => ({
 });
 module.exports = {
   projects: [
-    tier('unit', ['<rootDir>/{apps,libs}/**/*.spec.ts']),
+    tier('unit', ['<rootDir>/{apps,libs}/**/*.spec.ts', '<rootDir>/test/deploy/**/*.spec.ts']),
     tier('int', ['<rootDir>/{apps,libs}/**/*.int-spec.ts']),
     tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts'], { testTimeout: 60_000 }),
   ],
