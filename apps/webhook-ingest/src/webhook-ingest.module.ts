@@ -1,7 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '@edm/config';
-import { PlatformModule } from '@edm/platform';
-import { EventBusSubscriber } from './event-bus/event-bus.subscriber';
+import { EventBusSubscriber, PlatformModule } from '@edm/platform';
 
 @Module({})
 export class WebhookIngestModule {

@@ -1,15 +1,20 @@
-import { Injectable, OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { DomainEvent } from '@edm/events';
 import { ack, AckDecision, JetStreamService } from '@edm/messaging';
 import { Metrics } from '@edm/observability';
+import { SERVICE_NAME } from './platform.module';
 
-/** The monitor's durable consumer of the event bus. */
+/**
+ * A service's durable consumer of every event, named after the service. It counts what it
+ * receives; the services' own handlers (wake-ups, health state) hang off it.
+ */
 @Injectable()
 export class EventBusSubscriber implements OnApplicationBootstrap {
   private readonly received;
 
   constructor(
     private readonly jetstream: JetStreamService,
+    @Inject(SERVICE_NAME) private readonly service: string,
     metrics: Metrics,
   ) {
     this.received = metrics.counter(
@@ -20,7 +25,7 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.jetstream.consume({ durable: 'monitor' }, (event) => this.handle(event));
+    await this.jetstream.consume({ durable: this.service }, (event) => this.handle(event));
   }
 
   private async handle(event: DomainEvent): Promise<AckDecision> {
