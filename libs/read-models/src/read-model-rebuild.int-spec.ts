@@ -165,15 +165,13 @@ describe('read models rebuilt from the events', () => {
           taskId,
           accountId,
           chunk: 0,
-          subTasks: contacts
-            .slice(0, 20)
-            .map((c, i) => ({
-              id: uuidv7(),
-              contactId: c.contactId,
-              email: c.email,
-              trackingId: `tr${i}`,
-              status: i === 0 ? 'skipped' : 'pending',
-            })),
+          subTasks: contacts.slice(0, 20).map((c, i) => ({
+            id: uuidv7(),
+            contactId: c.contactId,
+            email: c.email,
+            trackingId: `tr${i}`,
+            status: i === 0 ? 'skipped' : 'pending',
+          })),
         },
       ],
       [
@@ -182,15 +180,13 @@ describe('read models rebuilt from the events', () => {
           taskId,
           accountId,
           chunk: 1,
-          subTasks: contacts
-            .slice(20)
-            .map((c, i) => ({
-              id: uuidv7(),
-              contactId: c.contactId,
-              email: c.email,
-              trackingId: `tr2${i}`,
-              status: 'pending',
-            })),
+          subTasks: contacts.slice(20).map((c, i) => ({
+            id: uuidv7(),
+            contactId: c.contactId,
+            email: c.email,
+            trackingId: `tr2${i}`,
+            status: 'pending',
+          })),
         },
       ],
       ['TaskPaused', { taskId }],
