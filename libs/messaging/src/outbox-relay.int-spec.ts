@@ -126,9 +126,9 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
       sent += 1;
       if (sent > 50) {
         await db
-          .query(
-            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'relay:main' AND pid <> pg_backend_pid() AND state IS NOT NULL`,
-          )
+          .query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [
+            `relay:main:${active.instanceId}`,
+          ])
           .catch(() => undefined);
         throw new Error('process killed');
       }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { EventStore, GlobalCheckpoint, START } from '@edm/event-store';
@@ -30,6 +31,8 @@ export class OutboxRelay {
   private wake?: () => void;
   private checkpoint: GlobalCheckpoint = START;
   role: RelayRole = 'stopped';
+  /** Names this relay's Postgres session (application_name), so operators can find the holder. */
+  readonly instanceId = randomBytes(4).toString('hex');
   published = 0;
   lastPublishedAt?: Date;
 
@@ -66,11 +69,15 @@ export class OutboxRelay {
 
   private async run(): Promise<void> {
     while (this.running) {
+      let keepConnection = false;
       try {
         if (await this.acquire()) {
           this.role = 'active';
           this.options.log('info', 'outbox relay active', { relay: this.options.name });
           await this.relayWhileActive();
+        } else {
+          // Standing by: the same session asks for the lock again next time, no reconnect.
+          keepConnection = true;
         }
       } catch (error) {
         this.options.log('warn', 'outbox relay interrupted', {
@@ -81,33 +88,38 @@ export class OutboxRelay {
       if (this.role === 'active')
         this.options.log('info', 'outbox relay standing by', { relay: this.options.name });
       this.role = this.running ? 'standby' : 'stopped';
-      await this.release();
+      // After being active, or after any error, the session goes: with it goes the lock, so a
+      // relay whose NATS or Postgres connection broke lets a healthier process take over.
+      if (!keepConnection) await this.release();
       await this.sleep(this.options.pollIntervalMs);
     }
     await this.release();
   }
 
   private async acquire(): Promise<boolean> {
-    const client = new Client({
-      connectionString: this.options.databaseUrl,
-      application_name: `relay:${this.options.name}`,
-      connectionTimeoutMillis: 5_000,
-    });
-    client.on('error', () => this.wake?.());
-    await client.connect();
+    if (!this.client) {
+      const client = new Client({
+        connectionString: this.options.databaseUrl,
+        application_name: `relay:${this.options.name}:${this.instanceId}`,
+        connectionTimeoutMillis: 5_000,
+      });
+      client.on('error', () => this.wake?.());
+      client.on('notification', () => this.wake?.());
+      await client.connect().catch(async (error: unknown) => {
+        await client.end().catch(() => undefined);
+        throw error;
+      });
+      this.client = client;
+    }
+    const client = this.client;
     const [{ locked }] = (
       await client.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
         RELAY_LOCK_CLASS,
         this.options.name,
       ])
     ).rows;
-    if (!locked) {
-      await client.end();
-      return false;
-    }
-    this.client = client;
+    if (!locked) return false;
     await client.query('LISTEN edm_events');
-    client.on('notification', () => this.wake?.());
     await client.query(`INSERT INTO relay_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING`, [
       this.options.name,
     ]);
