@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '@edm/config';
 import { EventBusSubscriber, PlatformModule } from '@edm/platform';
+import { DispatcherService } from './dispatch/dispatcher.service';
 
 @Module({})
 export class DispatcherModule {
@@ -8,7 +9,7 @@ export class DispatcherModule {
     return {
       module: DispatcherModule,
       imports: [PlatformModule.forRoot('dispatcher', config)],
-      providers: [EventBusSubscriber],
+      providers: [EventBusSubscriber, DispatcherService],
     };
   }
 }

@@ -46,6 +46,21 @@ export const configShape = {
   RELAY_BATCH_SIZE: positiveInt.max(10_000).default(1_000),
   RELAY_POLL_INTERVAL_MS: positiveInt.default(500),
   HEALTH_CHECK_TIMEOUT_MS: positiveInt.default(2_000),
+  TRACKING_BASE_URL: z
+    .string()
+    .regex(/^https?:\/\/[^/]+(\/.*)?$/, 'an http(s) URL')
+    .transform((url) => url.replace(/\/+$/, ''))
+    .default('http://127.0.0.1:3002'),
+  DISPATCH_LEASE_MS: positiveInt.min(1_000).default(120_000),
+  DISPATCH_MAX_BATCH: positiveInt.max(1_000).default(50),
+  DISPATCH_CONCURRENCY: positiveInt.max(1_000).default(32),
+  DISPATCH_POLL_INTERVAL_MS: positiveInt.default(2_000),
+  DISPATCH_SEND_TIMEOUT_MS: positiveInt.default(30_000),
+  DISPATCH_MAX_ATTEMPTS: positiveInt.max(100).default(5),
+  DISPATCH_RETRY_BASE_MS: positiveInt.default(30_000),
+  DISPATCH_RETRY_MAX_MS: positiveInt.default(3_600_000),
+  DISPATCH_FREEZE_COOLDOWN_MS: positiveInt.default(300_000),
+  DISPATCH_REAPER_INTERVAL_MS: positiveInt.default(5_000),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(20_000),
 } as const;
 

@@ -71,6 +71,7 @@ export class EventStore {
     tx: EntityManager,
     appends: readonly StreamAppend[],
     metadata: EventMetadata,
+    { alreadyProjected = false } = {},
   ): Promise<DomainEvent[]> {
     const rows: {
       id: string;
@@ -130,7 +131,9 @@ export class EventStore {
     }
     const order = new Map(rows.map((r, i) => [r.id, i]));
     const events = inserted.sort((a, b) => order.get(a.id)! - order.get(b.id)!).map(toEvent);
-    await this.project(tx, events);
+    // alreadyProjected: the caller's own statement set the rows exactly as the projection would
+    // (the dispatcher's one-statement lease); a rebuild still applies these events.
+    if (!alreadyProjected) await this.project(tx, events);
     return events;
   }
 

@@ -153,6 +153,8 @@ export const eventDataSchemas = {
     leaseExpiresAt: isoDate,
     attempt: z.number().int(),
   }),
+  /** The request to the provider is about to start: from here a lost outcome is `unknown`. */
+  SubTaskSending: z.object({ ...subTaskRef, serviceId: id }),
   SubTaskSent: z.object({
     ...subTaskRef,
     serviceId: id,
@@ -167,7 +169,8 @@ export const eventDataSchemas = {
   }),
   SubTaskFailed: z.object({ ...subTaskRef, serviceId: id.nullable(), reason: z.string() }),
   SubTaskUnknown: z.object({ ...subTaskRef, serviceId: id, reason: z.string() }),
-  SubTaskReleased: z.object({ ...subTaskRef, reason: z.string() }),
+  /** Back to pending without counting an attempt: lease expired before sending, account error, shutdown. */
+  SubTaskReleased: z.object({ ...subTaskRef, reason: z.string(), attempts: z.number().int() }),
   SubTaskSkipped: z.object({ ...subTaskRef, reason: z.string() }),
   SubTaskCancelled: z.object({ ...subTaskRef }),
   SubTaskProgressed: z.object({

@@ -11,6 +11,7 @@ import { SERVICE_NAME } from './platform.module';
 @Injectable()
 export class EventBusSubscriber implements OnApplicationBootstrap {
   private readonly received;
+  private readonly listeners: ((event: DomainEvent) => Promise<void> | void)[] = [];
 
   constructor(
     private readonly jetstream: JetStreamService,
@@ -24,12 +25,18 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
     );
   }
 
+  /** A listener that throws makes the message be redelivered later (nak with backoff). */
+  addListener(listener: (event: DomainEvent) => Promise<void> | void): void {
+    this.listeners.push(listener);
+  }
+
   async onApplicationBootstrap(): Promise<void> {
     await this.jetstream.consume({ durable: this.service }, (event) => this.handle(event));
   }
 
   private async handle(event: DomainEvent): Promise<AckDecision> {
     this.received.inc({ type: event.type });
+    for (const listener of this.listeners) await listener(event);
     return ack();
   }
 }

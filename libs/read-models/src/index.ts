@@ -2,10 +2,18 @@ import { Projection } from '@edm/event-store';
 import { accountsProjection } from './accounts.projection';
 import { contactsProjection } from './contacts.projection';
 import { servicesProjection } from './services.projection';
+import { subTasksProjection } from './sub-tasks.projection';
 import { tasksProjection } from './tasks.projection';
 import { templatesProjection } from './templates.projection';
 
-export { accountsProjection, contactsProjection, servicesProjection, tasksProjection, templatesProjection };
+export {
+  accountsProjection,
+  contactsProjection,
+  servicesProjection,
+  subTasksProjection,
+  tasksProjection,
+  templatesProjection,
+};
 
 /** Every inline projection, in the order a rebuild must apply them (parents before children). */
 export const allProjections: readonly Projection[] = [
@@ -14,4 +22,5 @@ export const allProjections: readonly Projection[] = [
   contactsProjection,
   templatesProjection,
   tasksProjection,
+  subTasksProjection,
 ];

@@ -1,4 +1,5 @@
 import { InitialSchema1764288000000 } from './1764288000000-initial-schema';
+import { DispatchState1764291600000 } from './1764291600000-dispatch-state';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
-export const migrations = [InitialSchema1764288000000];
+export const migrations = [InitialSchema1764288000000, DispatchState1764291600000];

@@ -1,0 +1,103 @@
+import { EntityManager } from 'typeorm';
+import { EventMetadata, newEvent, NewEvent } from '@edm/events';
+import { EventStore } from '@edm/event-store';
+import { completeTasksIfDone } from './task-completion';
+
+/** Providers that dedupe a resend by our idempotency key: a lost outcome can safely be retried. */
+export const IDEMPOTENT_PROVIDERS: readonly string[] = ['sandbox'];
+
+interface HeldRow {
+  id: string;
+  task_id: string;
+  status: 'allocated' | 'sending';
+  service_id: string;
+  attempts: number;
+  version: number;
+  provider: string | null;
+  task_status: string;
+}
+
+/**
+ * Gives back leases: expired ones (their holder died) or, at shutdown, a replica's own. A lease
+ * that never started sending goes back to pending untouched; one that was sending is `unknown`
+ * (the provider may have it), unless the provider dedupes resends. Never left `allocated`.
+ */
+export async function reclaimLeases(
+  tx: EntityManager,
+  store: EventStore,
+  which: { expired: true } | { owner: string; onlyAllocated: true },
+  meta: EventMetadata,
+  limit = 500,
+): Promise<number> {
+  const rows: HeldRow[] = await tx.query(
+    `SELECT s.id, s.task_id, s.status, s.service_id, s.attempts, s.version, sv.provider, t.status AS task_status
+       FROM sub_tasks s JOIN tasks t ON t.id = s.task_id LEFT JOIN sending_services sv ON sv.id = s.service_id
+      WHERE ${'expired' in which ? `s.status IN ('allocated', 'sending') AND s.lease_expires_at < now()` : `s.status = 'allocated' AND s.lease_owner = $2`}
+      ORDER BY s.lease_expires_at
+      LIMIT $1
+        FOR UPDATE OF s SKIP LOCKED`,
+    'expired' in which ? [limit] : [limit, which.owner],
+  );
+  if (rows.length === 0) return 0;
+  const why = 'expired' in which ? 'lease expired' : 'dispatcher shutting down';
+  await store.append(
+    tx,
+    rows.map((row) => {
+      const ref = { subTaskId: row.id, taskId: row.task_id };
+      let event: NewEvent;
+      if (row.status === 'sending' && !IDEMPOTENT_PROVIDERS.includes(row.provider ?? '')) {
+        event = newEvent('SubTaskUnknown', {
+          ...ref,
+          serviceId: row.service_id,
+          reason: `${why} while sending: the provider may have accepted it`,
+        });
+      } else if (row.task_status === 'cancelled') {
+        event = newEvent('SubTaskCancelled', ref);
+      } else {
+        event = newEvent('SubTaskReleased', {
+          ...ref,
+          reason:
+            row.status === 'sending'
+              ? `${why} while sending; the provider dedupes the resend`
+              : `${why} before sending`,
+          attempts: row.status === 'allocated' ? row.attempts - 1 : row.attempts,
+        });
+      }
+      return { streamId: `subtask-${row.id}`, expectedVersion: row.version, events: [event] };
+    }),
+    meta,
+  );
+  await completeTasksIfDone(
+    tx,
+    store,
+    rows.map((r) => r.task_id),
+    meta,
+  );
+  return rows.length;
+}
+
+/** Scheduled tasks whose time has come start sending. */
+export async function startDueTasks(
+  tx: EntityManager,
+  store: EventStore,
+  meta: EventMetadata,
+): Promise<number> {
+  const due: { id: string }[] = await tx.query(
+    `SELECT id FROM tasks WHERE status = 'scheduled' AND scheduled_at <= now() ORDER BY scheduled_at LIMIT 100 FOR UPDATE SKIP LOCKED`,
+  );
+  for (const { id } of due) {
+    const version = await store.currentVersion(tx, `task-${id}`);
+    await store.append(
+      tx,
+      [
+        {
+          streamId: `task-${id}`,
+          expectedVersion: version,
+          events: [newEvent('TaskStarted', { taskId: id })],
+        },
+      ],
+      meta,
+    );
+  }
+  return due.length;
+}

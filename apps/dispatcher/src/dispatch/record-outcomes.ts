@@ -1,0 +1,127 @@
+import { EntityManager } from 'typeorm';
+import { EventMetadata, newEvent, NewEvent } from '@edm/events';
+import { EventStore, StreamAppend } from '@edm/event-store';
+import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
+import { OutcomeDecision } from './send-outcome';
+import { completeTasksIfDone } from './task-completion';
+
+export interface SendResult {
+  subTask: LeasedSubTask;
+  decision: OutcomeDecision;
+}
+
+/** The requests are about to start: from here, a lost outcome is `unknown`, not `pending`. */
+export async function markSending(
+  tx: EntityManager,
+  store: EventStore,
+  service: DispatchService,
+  batch: LeasedSubTask[],
+  meta: EventMetadata,
+): Promise<void> {
+  await store.append(
+    tx,
+    batch.map((s) => ({
+      streamId: `subtask-${s.id}`,
+      expectedVersion: s.version,
+      events: [newEvent('SubTaskSending', { subTaskId: s.id, taskId: s.taskId, serviceId: service.id })],
+    })),
+    meta,
+  );
+}
+
+/**
+ * Records a batch of send outcomes with the service's health and freezes the service on an
+ * account error, all in one transaction. A sub-task returned to pending whose task was cancelled
+ * meanwhile is cancelled instead, so a cancelled task never keeps pending work.
+ */
+export async function recordOutcomes(
+  tx: EntityManager,
+  store: EventStore,
+  service: DispatchService,
+  results: readonly SendResult[],
+  freezeUntil: (frozenCount: number) => Date,
+  meta: EventMetadata,
+): Promise<{ frozen: boolean }> {
+  const cancelled = new Set<string>(
+    (
+      await tx.query(`SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND status = 'cancelled'`, [
+        [...new Set(results.map((r) => r.subTask.taskId))],
+      ])
+    ).map((r: { id: string }) => r.id),
+  );
+  const appends: StreamAppend[] = results.map(({ subTask, decision }) => {
+    const backToPending =
+      decision.event.type === 'SubTaskReleased' || decision.event.type === 'SubTaskRetryScheduled';
+    const event: NewEvent =
+      backToPending && cancelled.has(subTask.taskId)
+        ? newEvent('SubTaskCancelled', { subTaskId: subTask.id, taskId: subTask.taskId })
+        : decision.event;
+    return { streamId: `subtask-${subTask.id}`, expectedVersion: subTask.version + 1, events: [event] };
+  });
+  await store.append(tx, appends, meta);
+
+  let failures: number | null = null;
+  let lastError: string | null = null;
+  let lastSent = false;
+  for (const { decision } of results) {
+    if (decision.serviceFailure) {
+      failures = (failures ?? 0) + 1;
+      lastError = 'reason' in decision.event.data ? String(decision.event.data.reason) : lastError;
+    } else {
+      failures = 0;
+      lastSent ||= decision.event.type === 'SubTaskSent';
+    }
+  }
+  // A success resets the tally (and the freeze back-off); failures after it add up.
+  const [runtime] = await tx
+    .query(
+      `UPDATE service_runtime
+        SET consecutive_failures = CASE WHEN $2::int = 0 THEN 0 ELSE consecutive_failures + $2::int END,
+            frozen_count = CASE WHEN $2::int = 0 THEN 0 ELSE frozen_count END,
+            last_error = coalesce($3, last_error),
+            last_sent_at = CASE WHEN $4 THEN clock_timestamp() ELSE last_sent_at END
+      WHERE service_id = $1
+      RETURNING frozen_count`,
+      [service.id, failures ?? 0, lastError, lastSent],
+    )
+    .then((r: [{ frozen_count: number }[], number]) => r[0]);
+
+  const freezeReason = results.find((r) => r.decision.freezeReason)?.decision.freezeReason;
+  let frozen = false;
+  if (freezeReason) {
+    const [current] = await tx.query(`SELECT status FROM sending_services WHERE id = $1 FOR UPDATE`, [
+      service.id,
+    ]);
+    if (current.status === 'active') {
+      const version = await store.currentVersion(tx, `service-${service.id}`);
+      await store.append(
+        tx,
+        [
+          {
+            streamId: `service-${service.id}`,
+            expectedVersion: version,
+            events: [
+              newEvent('ServiceFrozen', {
+                serviceId: service.id,
+                reason: freezeReason,
+                until: freezeUntil(runtime.frozen_count).toISOString(),
+              }),
+            ],
+          },
+        ],
+        meta,
+      );
+      await tx.query(`UPDATE service_runtime SET frozen_count = frozen_count + 1 WHERE service_id = $1`, [
+        service.id,
+      ]);
+      frozen = true;
+    }
+  }
+  await completeTasksIfDone(
+    tx,
+    store,
+    results.map((r) => r.subTask.taskId),
+    meta,
+  );
+  return { frozen };
+}

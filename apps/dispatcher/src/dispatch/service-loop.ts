@@ -1,0 +1,283 @@
+import { DataSource } from 'typeorm';
+import { AppConfig } from '@edm/config';
+import { EventMetadata, newEvent } from '@edm/events';
+import { ConcurrencyError, EventStore } from '@edm/event-store';
+import { MailSender } from '@edm/providers';
+import { DispatchService, LeasedSubTask, leaseSubTasks } from './lease-sub-tasks';
+import { markSending, recordOutcomes, SendResult } from './record-outcomes';
+import { renderMail } from './render-mail';
+import { decideOutcome } from './send-outcome';
+import { paceOf } from './service-capacity';
+
+export interface ServiceLoopDeps {
+  dataSource: DataSource;
+  store: EventStore;
+  config: AppConfig;
+  owner: string;
+  senderFor(service: DispatchService): MailSender;
+  meta(): EventMetadata;
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+  onSend(service: DispatchService, outcome: string): void;
+  onRestart(serviceId: string): void;
+}
+
+interface MailRow {
+  id: string;
+  subject: string;
+  html: string | null;
+  text: string | null;
+  name: string | null;
+  attributes: Record<string, unknown> | null;
+}
+
+/**
+ * One sending service's loop: lease what the service may send now, send it, record the outcomes,
+ * again. Sends run in the background (up to DISPATCH_CONCURRENCY) so a slow provider does not
+ * slow the pace. Woken by events; polls as a safety net; restarts itself if it ever throws.
+ */
+export class ServiceLoop {
+  private running = false;
+  private done?: Promise<void>;
+  private wakeUp?: () => void;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** After an automatic unfreeze, one mail at a time until one gets through. */
+  private probing = false;
+  /** Requests of this loop start one after another, in slot order, never closer than the pace. */
+  private gate: Promise<void> = Promise.resolve();
+  private lastRequestAt = 0;
+
+  constructor(
+    readonly serviceId: string,
+    private readonly deps: ServiceLoopDeps,
+  ) {}
+
+  get sendsInFlight(): number {
+    return this.inFlight.size;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.done = this.supervise();
+  }
+
+  /** Stops leasing at once, then waits for the sends in flight to be recorded. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake();
+    await this.done;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  private async supervise(): Promise<void> {
+    let backoff = 500;
+    while (this.running) {
+      try {
+        await this.run();
+      } catch (error) {
+        this.deps.onRestart(this.serviceId);
+        this.deps.log('error', 'service loop crashed; restarting', {
+          serviceId: this.serviceId,
+          error: String(error),
+        });
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, 30_000);
+      }
+    }
+  }
+
+  private async run(): Promise<void> {
+    const { config } = this.deps;
+    while (this.running) {
+      if (this.inFlight.size >= config.DISPATCH_CONCURRENCY) {
+        await Promise.race(this.inFlight);
+        continue;
+      }
+      const result = await this.deps.dataSource.transaction((tx) =>
+        leaseSubTasks(
+          tx,
+          this.deps.store,
+          {
+            serviceId: this.serviceId,
+            owner: this.deps.owner,
+            maxBatch: this.probing ? 1 : config.DISPATCH_MAX_BATCH,
+            leaseMs: config.DISPATCH_LEASE_MS,
+          },
+          this.deps.meta(),
+        ),
+      );
+      switch (result.kind) {
+        case 'leased': {
+          const offset = result.databaseNow.getTime() - Date.now();
+          const sendAt = result.notBefore.map((at) => at.getTime() - offset);
+          const work = this.send(result.service, result.leased, sendAt).catch((error: unknown) =>
+            this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
+              serviceId: this.serviceId,
+              error: String(error),
+            }),
+          );
+          this.inFlight.add(work);
+          void work.finally(() => this.inFlight.delete(work));
+          break;
+        }
+        case 'pace':
+          await this.sleep(Math.min(result.waitMs, config.DISPATCH_POLL_INTERVAL_MS), false);
+          break;
+        case 'not-active':
+          if (!result.service) return void (this.running = false);
+          if (
+            result.service.status === 'frozen' &&
+            result.service.frozenUntil &&
+            result.service.frozenUntil.getTime() <= Date.now()
+          ) {
+            await this.unfreezeForProbe();
+          } else {
+            const untilThaw = result.service.frozenUntil
+              ? result.service.frozenUntil.getTime() - Date.now()
+              : Infinity;
+            await this.sleep(Math.max(10, Math.min(untilThaw, config.DISPATCH_POLL_INTERVAL_MS)));
+          }
+          break;
+        default:
+          await this.sleep(config.DISPATCH_POLL_INTERVAL_MS);
+      }
+    }
+  }
+
+  /** Prepares and marks the batch, then sends each mail on its slot's time (local clock). */
+  private async send(service: DispatchService, leased: LeasedSubTask[], sendAt: number[]): Promise<void> {
+    const { dataSource, store, config } = this.deps;
+    const rows: MailRow[] = await dataSource.query(
+      `SELECT st.id, t.subject, t.html, t.text, c.name, c.attributes
+         FROM sub_tasks st JOIN tasks t ON t.id = st.task_id LEFT JOIN contacts c ON c.id = st.contact_id
+        WHERE st.id = ANY($1::uuid[])`,
+      [leased.map((s) => s.id)],
+    );
+    const content = new Map(rows.map((r) => [r.id, r]));
+    const sender = this.deps.senderFor(service);
+    await dataSource.transaction((tx) => markSending(tx, store, service, leased, this.deps.meta()));
+    const policy = {
+      maxAttempts: config.DISPATCH_MAX_ATTEMPTS,
+      retryBaseMs: config.DISPATCH_RETRY_BASE_MS,
+      retryMaxMs: config.DISPATCH_RETRY_MAX_MS,
+      idempotentProvider: sender.supportsIdempotency,
+      random: Math.random,
+    };
+    const { intervalMs } = paceOf(service.limits.pace);
+    const results: SendResult[] = await Promise.all(
+      leased.map(async (subTask, i) => {
+        const c = content.get(subTask.id)!;
+        const mail = renderMail({
+          subTaskId: subTask.id,
+          taskId: subTask.taskId,
+          trackingId: subTask.trackingId,
+          email: subTask.email,
+          contactName: c.name,
+          attributes: c.attributes ?? {},
+          subject: c.subject,
+          html: c.html,
+          text: c.text,
+          from: { email: service.fromEmail, ...(service.fromName ? { name: service.fromName } : {}) },
+          trackingBaseUrl: config.TRACKING_BASE_URL,
+        });
+        await this.onSlot(sendAt[i], intervalMs);
+        const outcome = await sender.send(mail, AbortSignal.timeout(config.DISPATCH_SEND_TIMEOUT_MS));
+        this.deps.onSend(service, outcome.kind);
+        return {
+          subTask,
+          decision: decideOutcome(
+            { ...subTask, subTaskId: subTask.id, serviceId: service.id },
+            outcome,
+            policy,
+            new Date(),
+          ),
+        };
+      }),
+    );
+    if (results.some((r) => r.decision.event.type === 'SubTaskSent')) this.probing = false;
+    const freezeUntil = (count: number) =>
+      new Date(Date.now() + config.DISPATCH_FREEZE_COOLDOWN_MS * 2 ** Math.min(count, 6));
+    try {
+      await dataSource.transaction((tx) =>
+        recordOutcomes(tx, store, service, results, freezeUntil, this.deps.meta()),
+      );
+    } catch (error) {
+      if (!(error instanceof ConcurrencyError)) throw error;
+      // Some lease was reclaimed meanwhile (it expired): record the others one by one.
+      for (const result of results) {
+        await dataSource
+          .transaction((tx) => recordOutcomes(tx, store, service, [result], freezeUntil, this.deps.meta()))
+          .catch((e: unknown) => {
+            if (!(e instanceof ConcurrencyError)) throw e;
+            this.deps.log('warn', 'outcome of a reclaimed lease dropped', {
+              subTaskId: result.subTask.id,
+              outcome: result.decision.event.type,
+            });
+          });
+      }
+    }
+  }
+
+  /**
+   * Waits for the slot's time. A request that started late (a cold first send) pushes the next
+   * one back by as much, so no two requests of this loop are ever closer than the pace.
+   */
+  private onSlot(slotAt: number, intervalMs: number): Promise<void> {
+    const turn = this.gate.then(async () => {
+      const at = intervalMs > 0 ? Math.max(slotAt, this.lastRequestAt + intervalMs) : slotAt;
+      const wait = at - Date.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      this.lastRequestAt = Date.now();
+    });
+    this.gate = turn;
+    return turn;
+  }
+
+  /** The cool-down is over: unfreeze (once, whichever replica gets here first) and probe with one mail. */
+  private async unfreezeForProbe(): Promise<void> {
+    const unfrozen = await this.deps.dataSource.transaction(async (tx) => {
+      const [row] = await tx.query(
+        `SELECT status, frozen_until FROM sending_services WHERE id = $1 FOR UPDATE`,
+        [this.serviceId],
+      );
+      if (row?.status !== 'frozen' || !row.frozen_until || row.frozen_until > new Date()) return false;
+      const version = await this.deps.store.currentVersion(tx, `service-${this.serviceId}`);
+      await this.deps.store.append(
+        tx,
+        [
+          {
+            streamId: `service-${this.serviceId}`,
+            expectedVersion: version,
+            events: [
+              newEvent('ServiceUnfrozen', {
+                serviceId: this.serviceId,
+                reason: 'cool-down over: probing with one mail',
+              }),
+            ],
+          },
+        ],
+        this.deps.meta(),
+      );
+      return true;
+    });
+    if (unfrozen) {
+      this.probing = true;
+      this.deps.log('info', 'service unfrozen for a probe', { serviceId: this.serviceId });
+    }
+  }
+
+  private sleep(ms: number, wakeable = true): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      if (wakeable || !this.running) this.wakeUp = done;
+    });
+  }
+}

@@ -1,0 +1,114 @@
+import { EntityManager } from 'typeorm';
+import { DomainEvent, EventType } from '@edm/events';
+import { Projection } from '@edm/event-store';
+
+type SubTaskEvent = Exclude<
+  Extract<DomainEvent, { type: `SubTask${string}` }>,
+  { type: 'SubTasksMaterialised' }
+>;
+
+/**
+ * One bulk statement per event type: each sets the row exactly as the live path left it, so a
+ * rebuild from events equals the original. Columns common to all: version and updated_at.
+ */
+const UPDATES: Partial<
+  Record<EventType, { set: string; columns: (e: SubTaskEvent) => unknown[]; types: string[] }>
+> = {
+  SubTaskLeased: {
+    set: `status = 'allocated', service_id = u.c1::uuid, lease_owner = u.c2, lease_expires_at = u.c3::timestamptz, attempts = u.c4::int`,
+    columns: (e) => {
+      const d = (e as DomainEvent<'SubTaskLeased'>).data;
+      return [d.serviceId, d.leaseOwner, d.leaseExpiresAt, d.attempt];
+    },
+    types: ['text', 'text', 'text', 'text'],
+  },
+  SubTaskSending: { set: `status = 'sending'`, columns: () => [], types: [] },
+  SubTaskSent: {
+    set: `status = 'sent', provider_message_id = u.c1, sent_at = u.c2::timestamptz, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL`,
+    columns: (e) => {
+      const d = (e as DomainEvent<'SubTaskSent'>).data;
+      return [d.providerMessageId, d.sentAt];
+    },
+    types: ['text', 'text'],
+  },
+  SubTaskRetryScheduled: {
+    set: `status = 'pending', next_attempt_at = u.c1::timestamptz, last_error = u.c2, service_id = NULL, lease_owner = NULL, lease_expires_at = NULL`,
+    columns: (e) => {
+      const d = (e as DomainEvent<'SubTaskRetryScheduled'>).data;
+      return [d.nextAttemptAt, d.reason];
+    },
+    types: ['text', 'text'],
+  },
+  SubTaskReleased: {
+    set: `status = 'pending', attempts = u.c1::int, last_error = u.c2, service_id = NULL, lease_owner = NULL, lease_expires_at = NULL`,
+    columns: (e) => {
+      const d = (e as DomainEvent<'SubTaskReleased'>).data;
+      return [d.attempts, d.reason];
+    },
+    types: ['text', 'text'],
+  },
+  SubTaskFailed: {
+    set: `status = 'failed', last_error = u.c1, lease_owner = NULL, lease_expires_at = NULL`,
+    columns: (e) => [(e as DomainEvent<'SubTaskFailed'>).data.reason],
+    types: ['text'],
+  },
+  SubTaskUnknown: {
+    set: `status = 'unknown', last_error = u.c1, lease_owner = NULL, lease_expires_at = NULL`,
+    columns: (e) => [(e as DomainEvent<'SubTaskUnknown'>).data.reason],
+    types: ['text'],
+  },
+  SubTaskSkipped: {
+    set: `status = 'skipped', last_error = u.c1`,
+    columns: (e) => [(e as DomainEvent<'SubTaskSkipped'>).data.reason],
+    types: ['text'],
+  },
+  SubTaskCancelled: {
+    set: `status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL`,
+    columns: () => [],
+    types: [],
+  },
+};
+
+async function applyRun(tx: EntityManager, type: EventType, run: SubTaskEvent[]): Promise<void> {
+  const update = UPDATES[type];
+  if (!update) return;
+  const extra = update.types.map((_, i) => `c${i + 1}`);
+  const params: unknown[] = [
+    run.map((e) => e.data.subTaskId),
+    run.map((e) => e.version),
+    run.map((e) => e.occurredAt),
+  ];
+  update.types.forEach((_, i) => params.push(run.map((e) => update.columns(e)[i])));
+  const arrays = [
+    '$1::uuid[]',
+    '$2::int[]',
+    '$3::timestamptz[]',
+    ...update.types.map((t, i) => `$${i + 4}::${t}[]`),
+  ];
+  await tx.query(
+    `UPDATE sub_tasks s SET ${update.set}, version = u.version, updated_at = u.at
+       FROM unnest(${arrays.join(', ')}) AS u(id, version, at${extra.map((c) => `, ${c}`).join('')})
+      WHERE s.id = u.id`,
+    params,
+  );
+}
+
+export const SUB_TASK_EVENT_TYPES = Object.keys(UPDATES) as EventType[];
+
+export const subTasksProjection: Projection = {
+  name: 'sub-tasks',
+  tables: ['sub_tasks'],
+  handles: SUB_TASK_EVENT_TYPES,
+  async apply(tx: EntityManager, events: readonly DomainEvent[]) {
+    // Consecutive events of one type go in one statement; order across types is kept.
+    let run: SubTaskEvent[] = [];
+    for (const event of events as SubTaskEvent[]) {
+      if (run.length && run[0].type !== event.type) {
+        await applyRun(tx, run[0].type, run);
+        run = [];
+      }
+      run.push(event);
+    }
+    if (run.length) await applyRun(tx, run[0].type, run);
+  },
+};
