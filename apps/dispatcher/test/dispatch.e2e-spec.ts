@@ -340,6 +340,53 @@ describe('dispatcher (e2e)', () => {
     await t.post(`/api/v1/tasks/${huge}/cancel`);
   }, 60_000);
 
+  it('starts a scheduled task on time and sends only through the services it allows', async () => {
+    const t = await tenant('scheduled');
+    const allowed = await t.service('allowed', { intervalMs: 20 });
+    const other = await t.service('not-allowed', { intervalMs: 20 });
+    const startAt = new Date(Date.now() + 2_000);
+    const taskId = await t.task('scheduled', 10, {
+      scheduledAt: startAt.toISOString(),
+      serviceIds: [allowed],
+    });
+    expect((await t.get(taskId)).status).toBe('scheduled');
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(await statusCounts(taskId)).toEqual({ pending: 10 });
+    await eventually('task completed', async () => (await t.get(taskId)).status === 'completed', 20_000, 100);
+    const { rows } = await db.query(
+      `SELECT min(m.accepted_at) AS first, count(*) FILTER (WHERE m.service_id = $2)::int AS elsewhere
+         FROM sandbox_messages m JOIN sub_tasks s ON m.idempotency_key = s.id::text WHERE s.task_id = $1`,
+      [taskId, other],
+    );
+    expect(rows[0].first.getTime()).toBeGreaterThanOrEqual(startAt.getTime());
+    expect(rows[0].elsewhere).toBe(0);
+  });
+
+  it('on SIGTERM stops leasing, records what is in flight, gives back the rest, and exits 0', async () => {
+    const t = await tenant('drain');
+    await Promise.all(dispatchers.splice(0).map((d) => d.stop()));
+    const leaving = await startService('dispatcher', dispatcherEnv());
+    await t.service('drain', { perSecond: 40, burst: 10 }, { latencyMs: 400 });
+    const taskId = await t.task('drain', 200);
+    await eventually('mid-flight', async () => ((await statusCounts(taskId)).sending ?? 0) > 0, 20_000, 50);
+    expect(await leaving.stop()).toBe(0);
+    const held = await db.query(
+      `SELECT count(*)::int AS n FROM sub_tasks WHERE task_id = $1 AND status IN ('allocated', 'sending')`,
+      [taskId],
+    );
+    expect(held.rows[0].n).toBe(0);
+    const counts = await statusCounts(taskId);
+    expect(counts.sent).toBeGreaterThan(0);
+    expect(counts.sent + counts.pending).toBe(200);
+    dispatchers.push(await startService('dispatcher', dispatcherEnv()));
+    await eventually(
+      'finished by another replica',
+      async () => (await t.get(taskId)).status === 'completed',
+      30_000,
+      200,
+    );
+  }, 60_000);
+
   it('rebuilds every read model from the events of all these runs, equal to the live tables', async () => {
     const tables = [
       'tasks',
