@@ -6,4 +6,5 @@ void runService({
   service: 'webhook-ingest',
   module: (config) => WebhookIngestModule.forRoot(config),
   port: (config) => config.WEBHOOK_INGEST_PORT,
+  body: 'raw',
 });

@@ -1,6 +1,12 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '@edm/config';
 import { EventBusSubscriber, PlatformModule } from '@edm/platform';
+import { RawIntakeWriter } from './intake/raw-intake.writer';
+import { WebhookIntakeService } from './intake/webhook-intake.service';
+import { WebhookVerifier } from './intake/webhook-verifier';
+import { WebhooksController } from './intake/webhooks.controller';
+import { MailEventProcessor } from './processing/mail-event.processor';
+import { UnsubscribeController } from './tracking/unsubscribe.controller';
 
 @Module({})
 export class WebhookIngestModule {
@@ -8,7 +14,14 @@ export class WebhookIngestModule {
     return {
       module: WebhookIngestModule,
       imports: [PlatformModule.forRoot('webhook-ingest', config)],
-      providers: [EventBusSubscriber],
+      controllers: [WebhooksController, UnsubscribeController],
+      providers: [
+        EventBusSubscriber,
+        RawIntakeWriter,
+        WebhookVerifier,
+        WebhookIntakeService,
+        MailEventProcessor,
+      ],
     };
   }
 }

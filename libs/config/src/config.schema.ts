@@ -61,6 +61,10 @@ export const configShape = {
   DISPATCH_RETRY_MAX_MS: positiveInt.default(3_600_000),
   DISPATCH_FREEZE_COOLDOWN_MS: positiveInt.default(300_000),
   DISPATCH_REAPER_INTERVAL_MS: positiveInt.default(5_000),
+  INGEST_POLL_INTERVAL_MS: positiveInt.default(1_000),
+  INGEST_MATCH_WINDOW_MS: positiveInt.default(259_200_000),
+  INGEST_UNMATCHED_MAX_AGE_MS: positiveInt.default(3_600_000),
+  INGEST_SOFT_BOUNCE_LIMIT: positiveInt.max(100).default(3),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(20_000),
 } as const;
 

@@ -1,3 +1,4 @@
 export * from './mail-event-type';
 export * from './credentials-vault';
 export * from './email-address';
+export * from './sub-task-lifecycle';

@@ -182,6 +182,21 @@ export const eventDataSchemas = {
     occurredAt: isoDate,
   }),
 
+  /** A provider's event was recorded and correlated (or given up on): published as `edm.mail.<type>`. */
+  MailEventRecorded: z.object({
+    mailEventId: id,
+    eventLogId: id,
+    provider: z.string(),
+    serviceId: id.nullable(),
+    type: z.string().nullable(),
+    rawType: z.string(),
+    matchStatus: z.enum(['matched', 'unmatched']),
+    matchStrategy: z.string().nullable(),
+    subTaskId: id.nullable(),
+    taskId: id.nullable(),
+    occurredAt: isoDate,
+  }),
+
   AlertRaised: z.object({
     alertId: id,
     kind: z.string(),

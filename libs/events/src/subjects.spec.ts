@@ -1,6 +1,6 @@
 import { eventDataSchemas, EventType } from './event-data.schemas';
 import { parseDomainEvent, InvalidEventError } from './domain-event';
-import { subjectFor } from './subjects';
+import { subjectFor, subjectOf } from './subjects';
 
 describe('subjects', () => {
   it.each<[EventType, string]>([
@@ -15,6 +15,13 @@ describe('subjects', () => {
     ['ApiKeyIssued', 'edm.api-key.issued'],
   ])('%s → %s', (type, subject) => {
     expect(subjectFor('edm', type)).toBe(subject);
+  });
+
+  it('publishes provider events as edm.mail.<type>', () => {
+    const recorded = { type: 'MailEventRecorded', data: { type: 'hard_bounce' } } as unknown as Parameters<
+      typeof subjectOf
+    >[1];
+    expect(subjectOf('edm', recorded)).toBe('edm.mail.hard-bounce');
   });
 
   it('gives every event type a distinct subject', () => {

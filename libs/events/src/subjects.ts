@@ -1,3 +1,4 @@
+import { DomainEvent } from './domain-event';
 import { EventType } from './event-data.schemas';
 
 /** `edm.<aggregate>.<event>` in kebab case (SPEC appendix A); the aggregate is the type's first word. */
@@ -11,6 +12,7 @@ const aggregateOf: Record<string, string> = {
   SubTask: 'subtask',
   SubTasks: 'subtask',
   Alert: 'alert',
+  Mail: 'mail',
 };
 
 const kebab = (word: string) => word.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
@@ -23,6 +25,9 @@ export function subjectFor(prefix: string, type: EventType): string {
   return `${prefix}.${aggregateOf[aggregate]}.${kebab(type.slice(aggregate.length))}`;
 }
 
-/** Webhook-derived progress is published under `edm.mail.<normalised-event>` as well. */
-export const mailSubject = (prefix: string, mailEvent: string) =>
-  `${prefix}.mail.${mailEvent.replace(/_/g, '-')}`;
+/** Provider events are published as `edm.mail.<normalised-event>` (kebab case), others by type. */
+export function subjectOf(prefix: string, event: DomainEvent): string {
+  if (event.type === 'MailEventRecorded')
+    return `${prefix}.mail.${(event.data.type ?? 'other').replace(/_/g, '-')}`;
+  return subjectFor(prefix, event.type);
+}

@@ -12,7 +12,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
-import { DomainEvent, InvalidEventError, parseDomainEvent, subjectFor } from '@edm/events';
+import { DomainEvent, InvalidEventError, parseDomainEvent, subjectOf } from '@edm/events';
 import { AckDecision, redeliveryDelay } from './ack-decision';
 
 export interface JetStreamOptions {
@@ -72,7 +72,7 @@ export class JetStreamService {
   }
 
   subject(event: DomainEvent): string {
-    return subjectFor(this.options.subjectPrefix, event.type);
+    return subjectOf(this.options.subjectPrefix, event);
   }
 
   async connect(): Promise<void> {

@@ -9,6 +9,8 @@ export interface ServiceDefinition {
   service: string;
   module: (config: AppConfig) => DynamicModule;
   port: (config: AppConfig) => number;
+  /** `raw`: every body is kept as the exact text received (webhooks, whose signatures cover the bytes). */
+  body?: 'json' | 'raw';
   /** Extra wiring before listen (raw-body parsers, OpenAPI, ...). */
   configure?: (app: NestExpressApplication, config: AppConfig) => void | Promise<void>;
 }
@@ -26,7 +28,9 @@ export async function createService(
     bodyParser: false,
     abortOnError: false,
   });
-  app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES, strict: true });
+  if (definition.body === 'raw')
+    app.useBodyParser('text', { type: () => true, limit: config.HTTP_BODY_LIMIT_BYTES });
+  else app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES, strict: true });
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.useGlobalFilters(new GlobalExceptionFilter(logger));

@@ -1,5 +1,6 @@
 import { EntityManager } from 'typeorm';
 import { DomainEvent, EventType } from '@edm/events';
+import { impliedSteps } from '@edm/domain';
 import { Projection } from '@edm/event-store';
 
 type SubTaskEvent = Exclude<
@@ -24,7 +25,9 @@ const UPDATES: Partial<
   },
   SubTaskSending: { set: `status = 'sending'`, columns: () => [], types: [] },
   SubTaskSent: {
-    set: `status = 'sent', provider_message_id = u.c1, sent_at = u.c2::timestamptz, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL`,
+    // Forward only: a webhook may have moved the sub-task past `sent` before the send was recorded.
+    set: `status = CASE WHEN s.status IN ('allocated', 'sending', 'unknown') THEN 'sent' ELSE s.status END,
+          provider_message_id = u.c1, sent_at = u.c2::timestamptz, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL`,
     columns: (e) => {
       const d = (e as DomainEvent<'SubTaskSent'>).data;
       return [d.providerMessageId, d.sentAt];
@@ -61,6 +64,25 @@ const UPDATES: Partial<
     set: `status = 'skipped', last_error = u.c1`,
     columns: (e) => [(e as DomainEvent<'SubTaskSkipped'>).data.reason],
     types: ['text'],
+  },
+  SubTaskProgressed: {
+    set: `status = u.c1, sent_at = coalesce(s.sent_at, u.c2::timestamptz),
+          delivered_at = CASE WHEN u.c3::boolean THEN coalesce(s.delivered_at, u.c2::timestamptz) ELSE s.delivered_at END,
+          opened_at = CASE WHEN u.c4::boolean THEN coalesce(s.opened_at, u.c2::timestamptz) ELSE s.opened_at END,
+          clicked_at = CASE WHEN u.c5::boolean THEN coalesce(s.clicked_at, u.c2::timestamptz) ELSE s.clicked_at END,
+          lease_owner = NULL, lease_expires_at = NULL`,
+    columns: (e) => {
+      const d = (e as DomainEvent<'SubTaskProgressed'>).data;
+      const steps: string[] = impliedSteps(d.to);
+      return [
+        d.to,
+        d.occurredAt,
+        steps.includes('delivered'),
+        steps.includes('opened'),
+        steps.includes('clicked'),
+      ];
+    },
+    types: ['text', 'text', 'text', 'text', 'text'],
   },
   SubTaskCancelled: {
     set: `status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL`,

@@ -1,7 +1,7 @@
 import { EntityManager } from 'typeorm';
 import { EventMetadata, newEvent, NewEvent } from '@edm/events';
 import { EventStore } from '@edm/event-store';
-import { completeTasksIfDone } from './task-completion';
+import { completeTasksIfDone } from '@edm/workflows';
 
 /** Providers that dedupe a resend by our idempotency key: a lost outcome can safely be retried. */
 export const IDEMPOTENT_PROVIDERS: readonly string[] = ['sandbox'];

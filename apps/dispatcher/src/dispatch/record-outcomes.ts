@@ -3,7 +3,10 @@ import { EventMetadata, newEvent, NewEvent } from '@edm/events';
 import { EventStore, StreamAppend } from '@edm/event-store';
 import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
 import { OutcomeDecision } from './send-outcome';
-import { completeTasksIfDone } from './task-completion';
+import { completeTasksIfDone } from '@edm/workflows';
+
+/** Statuses from which a late-recorded send still adds its provider message id. */
+const SENT_OR_LATER = ['unknown', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
 
 export interface SendResult {
   subTask: LeasedSubTask;
@@ -41,6 +44,8 @@ export async function recordOutcomes(
   results: readonly SendResult[],
   freezeUntil: (frozenCount: number) => Date,
   meta: EventMetadata,
+  owner: string,
+  onDropped: (subTaskId: string, outcome: string, status: string) => void,
 ): Promise<{ frozen: boolean }> {
   const cancelled = new Set<string>(
     (
@@ -49,21 +54,45 @@ export async function recordOutcomes(
       ])
     ).map((r: { id: string }) => r.id),
   );
-  const appends: StreamAppend[] = results.map(({ subTask, decision }) => {
+  // The rows as they are now: a webhook may have moved a sub-task on (delivered before our own
+  // write), or the lease may have expired and been reclaimed meanwhile.
+  const current = new Map<string, { status: string; version: number; lease_owner: string | null }>(
+    (
+      await tx.query(
+        `SELECT id, status, version, lease_owner FROM sub_tasks WHERE id = ANY($1::uuid[]) FOR UPDATE`,
+        [results.map((r) => r.subTask.id)],
+      )
+    ).map((r: { id: string; status: string; version: number; lease_owner: string | null }) => [r.id, r]),
+  );
+  const appends: StreamAppend[] = [];
+  const applied: SendResult[] = [];
+  for (const result of results) {
+    const { subTask, decision } = result;
+    const row = current.get(subTask.id);
+    const stillOurs = row?.status === 'sending' && row.lease_owner === owner;
+    // A send that went through is recorded even if a webhook or the reaper got there first: it
+    // carries the provider's message id, and the projection never moves the status backwards.
+    const sentAnyway =
+      decision.event.type === 'SubTaskSent' && row !== undefined && SENT_OR_LATER.includes(row.status);
+    if (!row || (!stillOurs && !sentAnyway)) {
+      onDropped(subTask.id, decision.event.type, row?.status ?? 'missing');
+      continue;
+    }
     const backToPending =
       decision.event.type === 'SubTaskReleased' || decision.event.type === 'SubTaskRetryScheduled';
     const event: NewEvent =
       backToPending && cancelled.has(subTask.taskId)
         ? newEvent('SubTaskCancelled', { subTaskId: subTask.id, taskId: subTask.taskId })
         : decision.event;
-    return { streamId: `subtask-${subTask.id}`, expectedVersion: subTask.version + 1, events: [event] };
-  });
+    appends.push({ streamId: `subtask-${subTask.id}`, expectedVersion: row.version, events: [event] });
+    applied.push(result);
+  }
   await store.append(tx, appends, meta);
 
   let failures: number | null = null;
   let lastError: string | null = null;
   let lastSent = false;
-  for (const { decision } of results) {
+  for (const { decision } of applied) {
     if (decision.serviceFailure) {
       failures = (failures ?? 0) + 1;
       lastError = 'reason' in decision.event.data ? String(decision.event.data.reason) : lastError;
@@ -86,7 +115,7 @@ export async function recordOutcomes(
     )
     .then((r: [{ frozen_count: number }[], number]) => r[0]);
 
-  const freezeReason = results.find((r) => r.decision.freezeReason)?.decision.freezeReason;
+  const freezeReason = applied.find((r) => r.decision.freezeReason)?.decision.freezeReason;
   let frozen = false;
   if (freezeReason) {
     const [current] = await tx.query(`SELECT status FROM sending_services WHERE id = $1 FOR UPDATE`, [

@@ -1,7 +1,7 @@
 import { DataSource } from 'typeorm';
 import { AppConfig } from '@edm/config';
 import { EventMetadata, newEvent } from '@edm/events';
-import { ConcurrencyError, EventStore } from '@edm/event-store';
+import { EventStore } from '@edm/event-store';
 import { MailSender } from '@edm/providers';
 import { DispatchService, LeasedSubTask, leaseSubTasks } from './lease-sub-tasks';
 import { markSending, recordOutcomes, SendResult } from './record-outcomes';
@@ -201,25 +201,23 @@ export class ServiceLoop {
     if (results.some((r) => r.decision.event.type === 'SubTaskSent')) this.probing = false;
     const freezeUntil = (count: number) =>
       new Date(Date.now() + config.DISPATCH_FREEZE_COOLDOWN_MS * 2 ** Math.min(count, 6));
-    try {
-      await dataSource.transaction((tx) =>
-        recordOutcomes(tx, store, service, results, freezeUntil, this.deps.meta()),
-      );
-    } catch (error) {
-      if (!(error instanceof ConcurrencyError)) throw error;
-      // Some lease was reclaimed meanwhile (it expired): record the others one by one.
-      for (const result of results) {
-        await dataSource
-          .transaction((tx) => recordOutcomes(tx, store, service, [result], freezeUntil, this.deps.meta()))
-          .catch((e: unknown) => {
-            if (!(e instanceof ConcurrencyError)) throw e;
-            this.deps.log('warn', 'outcome of a reclaimed lease dropped', {
-              subTaskId: result.subTask.id,
-              outcome: result.decision.event.type,
-            });
-          });
-      }
-    }
+    await dataSource.transaction((tx) =>
+      recordOutcomes(
+        tx,
+        store,
+        service,
+        results,
+        freezeUntil,
+        this.deps.meta(),
+        this.deps.owner,
+        (subTaskId, outcome, status) =>
+          this.deps.log('warn', 'outcome of a lease no longer held was dropped', {
+            subTaskId,
+            outcome,
+            status,
+          }),
+      ),
+    );
   }
 
   /**

@@ -1,5 +1,10 @@
 import { InitialSchema1764288000000 } from './1764288000000-initial-schema';
 import { DispatchState1764291600000 } from './1764291600000-dispatch-state';
+import { WebhookIntake1764295200000 } from './1764295200000-webhook-intake';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
-export const migrations = [InitialSchema1764288000000, DispatchState1764291600000];
+export const migrations = [
+  InitialSchema1764288000000,
+  DispatchState1764291600000,
+  WebhookIntake1764295200000,
+];

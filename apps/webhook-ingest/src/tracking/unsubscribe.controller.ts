@@ -1,0 +1,55 @@
+import { Controller, Get, Header, HttpCode, Param, Post, Req } from '@nestjs/common';
+import type { Request } from 'express';
+import { uuidv7 } from '@edm/event-store';
+import { DomainError } from '@edm/platform';
+import { RawIntakeWriter } from '../intake/raw-intake.writer';
+import { TrackingHit } from './tracking-hit';
+
+const TRACKING_ID = /^[0-9a-f]{32}$/;
+
+const page = (title: string, body: string) =>
+  `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${title}</title></head>` +
+  `<body style="font-family:sans-serif;max-width:32rem;margin:4rem auto">${body}</body></html>`;
+
+/**
+ * The List-Unsubscribe target. GET only shows a confirmation button, because mail scanners open
+ * links; the unsubscribe itself is a POST, the RFC 8058 one-click form included. The hit is stored
+ * before it is answered, like any webhook, and applied by the same processor.
+ */
+@Controller('t/unsubscribe')
+export class UnsubscribeController {
+  constructor(private readonly writer: RawIntakeWriter) {}
+
+  @Get(':trackingId')
+  @Header('Content-Type', 'text/html; charset=utf-8')
+  @Header('Cache-Control', 'no-store')
+  confirm(@Param('trackingId') trackingId: string) {
+    if (!TRACKING_ID.test(trackingId)) throw new DomainError('NOT_FOUND', 'unknown link');
+    return page(
+      'Unsubscribe',
+      `<p>Stop receiving these emails?</p><form method="post"><button type="submit">Unsubscribe</button></form>`,
+    );
+  }
+
+  @Post(':trackingId')
+  @HttpCode(200)
+  @Header('Content-Type', 'text/html; charset=utf-8')
+  async unsubscribe(@Param('trackingId') trackingId: string, @Req() request: Request) {
+    if (!TRACKING_ID.test(trackingId)) throw new DomainError('NOT_FOUND', 'unknown link');
+    const hit: TrackingHit = { kind: 'unsubscribe', trackingId, at: new Date().toISOString() };
+    try {
+      await this.writer.store({
+        id: uuidv7(),
+        source: 'tracking',
+        serviceId: null,
+        path: request.path,
+        headers: { 'user-agent': String(request.headers['user-agent'] ?? '').slice(0, 512) },
+        rawBody: JSON.stringify(hit),
+        verified: false,
+      });
+    } catch {
+      throw new DomainError('UNAVAILABLE', 'please try again in a moment');
+    }
+    return page('Unsubscribed', '<p>You are unsubscribed.</p>');
+  }
+}
