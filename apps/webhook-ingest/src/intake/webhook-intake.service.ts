@@ -88,7 +88,7 @@ export class WebhookIntakeService {
     if (rawBody.trim() === '') throw new DomainError('VALIDATION_FAILED', 'empty body');
     const headers = this.relevantHeaders(incoming.headers);
 
-    let options: Record<string, unknown> = {};
+    let options: Record<string, unknown>;
     if (incoming.serviceId !== null) {
       const service = await this.service(incoming.serviceId);
       if (!service || service.provider !== provider)
