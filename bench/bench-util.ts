@@ -2,6 +2,8 @@
  * Small helpers shared by the benches (not a bench itself).
  * The benches run from source: `node -r @swc-node/register bench/<name>.ts`.
  */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 
 export const median = (values: readonly number[]): number => {
@@ -110,4 +112,59 @@ export function printTable(columns: readonly string[], rows: readonly (readonly 
   process.stdout.write(
     [line(columns), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n',
   );
+}
+
+/** CPU time (clock ticks) and command line of every process, read from /proc (Linux only). */
+export interface ProcessCpu {
+  ppid: number;
+  ticks: number;
+  command: string;
+}
+
+export function processCpu(): Map<number, ProcessCpu> {
+  const snapshot = new Map<number, ProcessCpu>();
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return snapshot;
+  }
+  for (const name of entries) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const command = readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0+/g, ' ').trim();
+      snapshot.set(Number(name), {
+        ppid: Number(rest[1]),
+        ticks: Number(rest[11]) + Number(rest[12]),
+        command,
+      });
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return snapshot;
+}
+
+/** The pids of `root` and all its descendants in a snapshot. */
+export function processTree(snapshot: Map<number, ProcessCpu>, root: number): Set<number> {
+  const tree = new Set([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, p] of snapshot)
+      if (!tree.has(pid) && tree.has(p.ppid)) {
+        tree.add(pid);
+        grew = true;
+      }
+  }
+  return tree;
+}
+
+/** Clock ticks per second of /proc's CPU times (almost always 100). */
+export function clockTicks(): number {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
 }

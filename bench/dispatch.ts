@@ -44,8 +44,9 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { cpus } from 'node:os';
 import { promisify } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { NatsConnection } from '@nats-io/nats-core';
@@ -53,6 +54,7 @@ import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
 import { createTestEnvironment, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
 import {
+  clockTicks,
   fmt,
   log,
   machine,
@@ -60,6 +62,9 @@ import {
   percentile,
   printComparison,
   printTable,
+  ProcessCpu,
+  processCpu,
+  processTree,
   rate,
   waitFor,
   watchdog,
@@ -103,6 +108,86 @@ const outputs: { name: string; text: string }[] = [];
 /** Things that broke (exit 1) and things worth a look (printed only). */
 const problems: string[] = [];
 const observations: string[] = [];
+
+// ---------------------------------------------------------------------------------------------
+// The machine is shared: how much CPU did processes that are not this bench's use meanwhile?
+
+const TICKS_PER_SECOND = clockTicks();
+/** Databases whose backends count as this bench's own. */
+const ourDatabases = new Set<string>();
+/** Postgres' and NATS' own processes: used by everyone, counted neither way. */
+const SHARED_PROCESS =
+  /^postgres: .*(checkpointer|background writer|walwriter|autovacuum|logical replication|archiver|wal sender|wal receiver)|bin\/postgres|nats-server/;
+
+interface CpuWindow {
+  label: string;
+  started: number;
+  before: Map<number, ProcessCpu>;
+}
+const cpuWindows: { label: string; wallMs: number; foreignSeconds: number; top: string[] }[] = [];
+
+const openCpuWindow = (label: string): CpuWindow => ({ label, started: now(), before: processCpu() });
+
+/**
+ * CPU seconds that processes outside this bench's process tree used during the window: other
+ * programs and Postgres backends of other databases. A lower bound: processes that ended within
+ * the window are not seen.
+ */
+function closeCpuWindow(window: CpuWindow): void {
+  const wallMs = now() - window.started;
+  const after = processCpu();
+  const ours = processTree(after, process.pid);
+  const foreign = new Map<string, number>();
+  for (const [pid, p] of after) {
+    if (ours.has(pid) || !p.command || SHARED_PROCESS.test(p.command)) continue;
+    if (p.command.startsWith('postgres:') && [...ourDatabases].some((db) => p.command.includes(` ${db} `)))
+      continue;
+    const ticks = p.ticks - (window.before.get(pid)?.ticks ?? 0);
+    if (ticks <= 0) continue;
+    const key = p.command.startsWith('postgres:')
+      ? 'postgres backends of other databases'
+      : p.command.slice(0, 70);
+    foreign.set(key, (foreign.get(key) ?? 0) + ticks / TICKS_PER_SECOND);
+  }
+  const foreignSeconds = [...foreign.values()].reduce((a, b) => a + b, 0);
+  const top = [...foreign]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([command, cpu]) => `${cpu.toFixed(1)} s ${command}`);
+  cpuWindows.push({ label: window.label, wallMs, foreignSeconds, top });
+  const available = (wallMs / 1_000) * cpus().length;
+  log(
+    `  other processes during ${window.label}: >= ${foreignSeconds.toFixed(1)} CPU-s of ${available.toFixed(0)} available` +
+      (top.length ? ` (${top.join('; ')})` : ''),
+  );
+  if (foreignSeconds > 0.05 * available)
+    observations.push(
+      `${window.label}: other processes used >= ${foreignSeconds.toFixed(1)} of ${available.toFixed(0)} CPU-seconds (${((100 * foreignSeconds) / available).toFixed(0)}%): ${top.join('; ')}; the figure is depressed by that much or more`,
+    );
+}
+
+/** Newest modification time under dist/ (apps and libs): a rebuild during the run changes it. */
+function distStamp(): number {
+  let newest = 0;
+  const walk = (dir: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const path = join(dir, name);
+      const stat = statSync(path, { throwIfNoEntry: false });
+      if (!stat) continue;
+      if (stat.isDirectory()) walk(path);
+      else if (name.endsWith('.js')) newest = Math.max(newest, stat.mtimeMs);
+    }
+  };
+  walk(resolve(__dirname, '../dist/apps'));
+  walk(resolve(__dirname, '../dist/libs'));
+  return newest;
+}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const seconds = (ms: number) => `${(ms / 1_000).toFixed(2)} s`;
@@ -174,6 +259,7 @@ async function pgbenchBaseline(): Promise<{ tps: number; version: string; line: 
   const { stdout: version } = await execFileAsync(PGBENCH, ['--version'], { ...options, timeout: 10_000 });
   await adminQuery(`CREATE DATABASE "${name}"`);
   pgbenchDatabase = name;
+  ourDatabases.add(name);
   try {
     const initStarted = now();
     await execFileAsync(PGBENCH, ['-i', '-s', '10', '-q', ...connection, name], {
@@ -181,11 +267,13 @@ async function pgbenchBaseline(): Promise<{ tps: number; version: string; line: 
       timeout: 240_000,
     });
     log(`pgbench -i -s 10 in ${seconds(now() - initStarted)} (database ${name}, not timed)`);
+    const window = openCpuWindow('the pgbench baseline');
     const { stdout } = await execFileAsync(
       PGBENCH,
       ['-N', '-c', '4', '-j', '2', '-T', '20', ...connection, name],
       { ...options, timeout: 120_000 },
     );
+    closeCpuWindow(window);
     const match = /^tps = ([\d.]+)(.*)$/m.exec(stdout);
     if (!match) throw new Error(`no tps line in pgbench's output:\n${stdout}`);
     const failed = /number of failed transactions: (\d+)/.exec(stdout);
@@ -420,9 +508,13 @@ async function throughputRun(
   const responded = now();
   if (task.total !== CONTACTS) throw new Error(`counts.total is ${task.total}, expected ${CONTACTS}`);
   const respondedAt = await databaseNow();
+  const window = openCpuWindow(`throughput run ${run}`);
   log(`run ${run}: task ${task.id} created in ${seconds(responded - posted)} (POST, not part of the figure)`);
 
   let lastProgress = now();
+  let lastSample = 0;
+  let samples = 0;
+  const waits = new Map<string, number>();
   let completedAt: number | undefined;
   try {
     await waitFor(
@@ -430,6 +522,19 @@ async function throughputRun(
       async () => {
         const status = await taskStatus(task.id);
         if (status === 'completed') return (completedAt = now());
+        if (now() - lastSample >= 1_000) {
+          // What the environment's busy backends are doing, once a second.
+          lastSample = now();
+          samples += 1;
+          const { rows } = await database().query(
+            `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait, count(*)::int AS n
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()
+                AND backend_type = 'client backend'
+              GROUP BY 1`,
+          );
+          for (const r of rows) waits.set(r.wait, (waits.get(r.wait) ?? 0) + r.n);
+        }
         if (now() - lastProgress >= 10_000) {
           lastProgress = now();
           const { rows } = await database().query(
@@ -449,6 +554,13 @@ async function throughputRun(
     );
   }
   const ms = (completedAt ?? now()) - responded;
+  closeCpuWindow(window);
+  const waitProfile = [...waits]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 6)
+    .map(([wait, n]) => `${wait} ${(n / Math.max(1, samples)).toFixed(1)}`)
+    .join(', ');
+  log(`  busy backends of the environment, mean per 1 s sample (${samples} samples): ${waitProfile}`);
 
   const answer = await call('GET', `/api/v1/tasks/${task.id}`, t.key);
   const counts = answer.counts as Record<string, number>;
@@ -556,6 +668,7 @@ async function latency(t: Tenant): Promise<LatencyResult> {
   await sleep(2_000);
   await waitQuiet('before the latency tasks');
   const result: LatencyResult = { fromResponse: [], fromCreated: [], post: [] };
+  const window = openCpuWindow('the latency tasks');
   for (let i = 0; i < LATENCY_TASKS; i += 1) {
     await sleep(400 + (i % 5) * 300);
     const posted = now();
@@ -591,6 +704,7 @@ async function latency(t: Tenant): Promise<LatencyResult> {
       20,
     ).catch((error: unknown) => problems.push(String(error)));
   }
+  closeCpuWindow(window);
   const { rows } = await database().query(
     `SELECT count(*)::int AS n FROM sandbox_messages m JOIN sub_tasks s ON m.idempotency_key = s.id::text
        JOIN tasks t ON t.id = s.task_id WHERE t.name LIKE 'latency %'`,
@@ -628,6 +742,7 @@ async function paceAccuracy(t: Tenant): Promise<PaceResult[]> {
   await sleep(2_000);
   await waitQuiet('before the pace task');
   const started = now();
+  const window = openCpuWindow('the pace task');
   const task = await t.task('pace', 'pace');
   await waitFor(
     'the pace task to complete',
@@ -636,6 +751,7 @@ async function paceAccuracy(t: Tenant): Promise<PaceResult[]> {
     50,
   ).catch((error: unknown) => problems.push(String(error)));
   log(`pace task ${task.id}: ${PACE_RECIPIENTS} recipients done in ${seconds(now() - started)}`);
+  closeCpuWindow(window);
   const byStatus = await statusCounts(task.id);
   const sandbox = await sandboxOf(task.id);
   if (byStatus.sent !== PACE_RECIPIENTS || sandbox.rows !== PACE_RECIPIENTS || sandbox.accepted_twice !== 0)
@@ -671,12 +787,15 @@ async function main(): Promise<void> {
   const benchStarted = now();
   try {
     log(`bench dispatch: ${machine()}`);
+    const builtAt = distStamp();
+    log(`dist/ last built ${new Date(builtAt).toISOString()}`);
 
     log('baseline: pgbench -N -c 4 -j 2 -T 20 on a scratch database (-i -s 10)');
     const pgbench = await pgbenchBaseline();
     log(`baseline: ${pgbench.line} (${pgbench.version})`);
 
     env = await createTestEnvironment('bench_dispatch');
+    ourDatabases.add(new URL(env.databaseUrl).pathname.slice(1));
     log(
       `test environment ${env.id}: database ${new URL(env.databaseUrl).pathname.slice(1)}, stream ${env.stream}`,
     );
@@ -736,6 +855,10 @@ async function main(): Promise<void> {
     if (codes.some((c) => c !== 0 && c !== null))
       observations.push(`parts 2-3: dispatcher exit code ${codes.join(', ')}`);
 
+    if (distStamp() !== builtAt)
+      observations.push(
+        `dist/ was rebuilt during the run (newest file now ${new Date(distStamp()).toISOString()}): processes started after that ran other code`,
+      );
     log(`postgres ${version}; ${pgbench.version}; total bench time ${seconds(now() - benchStarted)}`);
     log(
       `part 1 dispatcher settings: DISPATCH_MAX_BATCH=${MAX_BATCH}, DISPATCH_CONCURRENCY=${CONCURRENCY}, other DISPATCH_* and DATABASE_POOL_SIZE at their defaults; ${THROUGHPUT_SERVICES} unpaced sandbox services`,

@@ -1,7 +1,7 @@
 import { DataSource } from 'typeorm';
 import { newEvent } from '@edm/events';
 import { createDataSource, runMigrations } from '@edm/persistence';
-import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { createTestEnvironment, eventually, TestEnvironment } from '@edm/testing';
 import { ConcurrencyError } from './expected-version';
 import { EventStore, START } from './event-store';
 import { uuidv7 } from './uuid-v7';
@@ -107,7 +107,11 @@ describe('EventStore (Postgres)', () => {
 
     await slow.commitTransaction();
     await slow.release();
-    const after = (await all()).filter((id) => !before.has(id));
+    // The snapshot horizon is cluster-wide: other suites' open transactions may delay (never skip) them.
+    const after = await eventually('both events visible', async () => {
+      const ids = (await all()).filter((id) => !before.has(id));
+      return ids.includes(late.id) && ids.includes(early.id) ? ids : undefined;
+    });
     expect(after.indexOf(late.id)).toBeLessThan(after.indexOf(early.id));
   });
 
@@ -115,7 +119,7 @@ describe('EventStore (Postgres)', () => {
     const events = await store.readAll(START, 100_000);
     const mid = events[Math.floor(events.length / 2)].checkpoint;
     const rest = await store.readAll(mid, 100_000);
-    expect(rest.map((g) => g.event.id)).toEqual(
+    expect(rest.map((g) => g.event.id).slice(0, events.length - Math.floor(events.length / 2) - 1)).toEqual(
       events.slice(Math.floor(events.length / 2) + 1).map((g) => g.event.id),
     );
   });

@@ -61,27 +61,37 @@ export class RawIntakeWriter {
     while (this.queue.length) {
       const batch = this.queue.splice(0, MAX_BATCH);
       try {
-        const rows = batch.map((w) => w.row);
-        await this.dataSource.query(
-          `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::boolean[])`,
-          [
-            rows.map((r) => r.id),
-            rows.map((r) => r.source),
-            rows.map((r) => r.serviceId),
-            rows.map((r) => r.path),
-            rows.map((r) => JSON.stringify(r.headers)),
-            rows.map((r) => r.rawBody),
-            rows.map((r) => r.verified),
-          ],
-        );
+        await this.insert(batch.map((w) => w.row));
         this.batchSize.observe(batch.length);
         batch.forEach((w) => w.resolve());
-        this.listeners.forEach((l) => l());
       } catch (error) {
-        batch.forEach((w) => w.reject(error));
+        if (batch.length === 1) {
+          batch[0].reject(error);
+          continue;
+        }
+        // One row the database refuses must not fail the requests it was batched with.
+        for (const waiting of batch) {
+          await this.insert([waiting.row]).then(waiting.resolve, waiting.reject);
+        }
       }
+      this.listeners.forEach((l) => l());
     }
     this.flushing = false;
+  }
+
+  private async insert(rows: RawIntake[]): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::boolean[])`,
+      [
+        rows.map((r) => r.id),
+        rows.map((r) => r.source),
+        rows.map((r) => r.serviceId),
+        rows.map((r) => r.path),
+        rows.map((r) => JSON.stringify(r.headers)),
+        rows.map((r) => r.rawBody),
+        rows.map((r) => r.verified),
+      ],
+    );
   }
 }

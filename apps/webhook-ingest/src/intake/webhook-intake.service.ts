@@ -22,6 +22,15 @@ const ACCEPTED_TYPES = /^(application\/json|text\/plain|application\/x-www-form-
 const SECRET_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Header values as single strings, each bounded. */
+function flatHeaders(headers: IncomingWebhook['headers']): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(headers)) {
+    if (value !== undefined) out[key] = (Array.isArray(value) ? value.join(', ') : value).slice(0, 4_096);
+  }
+  return out;
+}
+
 interface ServiceRow {
   id: string;
   provider: string;
@@ -86,7 +95,10 @@ export class WebhookIntakeService {
     }
     const rawBody = typeof incoming.body === 'string' ? incoming.body : '';
     if (rawBody.trim() === '') throw new DomainError('VALIDATION_FAILED', 'empty body');
-    const headers = this.relevantHeaders(incoming.headers);
+    // Postgres text cannot hold NUL, and no provider sends it: refuse rather than fail to store.
+    if (rawBody.includes('\u0000'))
+      throw new DomainError('VALIDATION_FAILED', 'body contains a NUL character');
+    const headers = flatHeaders(incoming.headers);
 
     let options: Record<string, unknown>;
     if (incoming.serviceId !== null) {
@@ -98,6 +110,7 @@ export class WebhookIntakeService {
       options = await this.genericEngagelabOptions();
     }
     const verification = await this.verifier.verify({ provider, options }, rawBody, headers);
+    const stored = Object.fromEntries(Object.entries(headers).filter(([name]) => !SECRET_HEADERS.has(name)));
     if (verification.failure) {
       this.logger.event('warn', 'webhook signature refused', {
         provider,
@@ -112,7 +125,7 @@ export class WebhookIntakeService {
       source: provider,
       serviceId: incoming.serviceId,
       path: incoming.path,
-      headers,
+      headers: stored,
       rawBody,
       verified: verification.verified,
     });
@@ -136,15 +149,6 @@ export class WebhookIntakeService {
         error: String(error),
       });
     }
-  }
-
-  private relevantHeaders(headers: IncomingWebhook['headers']): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const [key, value] of Object.entries(headers)) {
-      if (value === undefined || SECRET_HEADERS.has(key)) continue;
-      out[key] = (Array.isArray(value) ? value.join(', ') : value).slice(0, 4_096);
-    }
-    return out;
   }
 
   /** Services change rarely; a few seconds of caching keeps the hot path off the database. */
