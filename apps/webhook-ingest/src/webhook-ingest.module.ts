@@ -6,6 +6,8 @@ import { WebhookIntakeService } from './intake/webhook-intake.service';
 import { WebhookVerifier } from './intake/webhook-verifier';
 import { WebhooksController } from './intake/webhooks.controller';
 import { MailEventProcessor } from './processing/mail-event.processor';
+import { OpenClickController } from './tracking/open-click.controller';
+import { TrackingHitRecorder } from './tracking/tracking-hit.recorder';
 import { UnsubscribeController } from './tracking/unsubscribe.controller';
 
 @Module({})
@@ -14,13 +16,14 @@ export class WebhookIngestModule {
     return {
       module: WebhookIngestModule,
       imports: [PlatformModule.forRoot('webhook-ingest', config)],
-      controllers: [WebhooksController, UnsubscribeController],
+      controllers: [WebhooksController, UnsubscribeController, OpenClickController],
       providers: [
         EventBusSubscriber,
         RawIntakeWriter,
         WebhookVerifier,
         WebhookIntakeService,
         MailEventProcessor,
+        TrackingHitRecorder,
       ],
     };
   }

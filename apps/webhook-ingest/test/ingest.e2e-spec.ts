@@ -1,6 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { AddressInfo } from 'node:net';
 import fc from 'fast-check';
+import { ParsedMail, simpleParser } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
 import { Client } from 'pg';
 import { progressSubTask, isMailEventType } from '@edm/domain';
 import { SubTaskStatus } from '@edm/events';
@@ -422,6 +425,88 @@ describe('webhook-ingest (e2e)', () => {
     expect((await fetch(`${ingest.url}/t/unsubscribe/not-a-tracking-id`, { method: 'POST' })).status).toBe(
       404,
     );
+  });
+
+  it('tracks opens and clicks of SMTP mail with our pixel and signed links, and never redirects elsewhere', async () => {
+    const received: ParsedMail[] = [];
+    const smtp = new SMTPServer({
+      secure: false,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onData(stream, _session, callback) {
+        simpleParser(stream).then((mail) => {
+          received.push(mail);
+          callback();
+        }, callback);
+      },
+    });
+    const port = await new Promise<number>((ok) =>
+      smtp.listen(0, '127.0.0.1', () => ok((smtp.server.address() as AddressInfo).port)),
+    );
+    try {
+      const id = (
+        await call('POST', '/api/v1/services', {
+          name: 'relay',
+          provider: 'smtp',
+          from: { email: 'news@example.com' },
+          pace: { intervalMs: 0 },
+          credentials: { host: '127.0.0.1', port, secure: false },
+        })
+      ).id as string;
+      await call('POST', '/api/v1/contacts', {
+        contacts: [{ email: 'reader@example.com', name: 'Reader', tags: ['reader'] }],
+      });
+      const task = (
+        await call('POST', '/api/v1/tasks', {
+          name: 'smtp',
+          subject: 'Hi {{name}}',
+          html: '<html><body><p>Hi {{name}}</p><a href="https://shop.example.com/sale?x=1&amp;y=2">Sale</a></body></html>',
+          recipients: { tags: ['reader'] },
+          serviceIds: [id],
+        })
+      ).id as string;
+      await eventually('mail received', async () => received.length === 1, 30_000, 100);
+      const sub = await one<{ tracking_id: string }>(`SELECT tracking_id FROM sub_tasks WHERE task_id = $1`, [
+        task,
+      ]);
+      const html = String(received[0].html);
+      expect(received[0].headers.get('x-edm-tracking-id')).toBe(sub.tracking_id);
+      const pixel = /<img src="([^"]+)"/.exec(html)![1];
+      const link = /href="([^"]+\/t\/click\/[^"]+)"/.exec(html)![1].replace(/&amp;/g, '&');
+      expect(pixel).toBe(`${ingest.url}/t/open/${sub.tracking_id}.gif`);
+
+      const opened = await fetch(pixel);
+      expect(opened.status).toBe(200);
+      expect(opened.headers.get('content-type')).toBe('image/gif');
+      const clicked = await fetch(link, { redirect: 'manual' });
+      expect(clicked.status).toBe(302);
+      expect(clicked.headers.get('location')).toBe('https://shop.example.com/sale?x=1&y=2');
+      const forged = link.replace(
+        encodeURIComponent('https://shop.example.com/sale?x=1&y=2'),
+        encodeURIComponent('https://evil.example.com/'),
+      );
+      expect((await fetch(forged, { redirect: 'manual' })).status).toBe(404);
+      expect(
+        (
+          await fetch(`${ingest.url}/t/click/${sub.tracking_id}?u=https%3A%2F%2Fevil.example.com%2F`, {
+            redirect: 'manual',
+          })
+        ).status,
+      ).toBe(404);
+      await eventually(
+        'clicked',
+        async () =>
+          (await one<{ status: string }>(`SELECT status FROM sub_tasks WHERE task_id = $1`, [task]))
+            .status === 'clicked',
+      );
+      const dated = await one<{ d: boolean; o: boolean }>(
+        `SELECT delivered_at IS NOT NULL AS d, opened_at IS NOT NULL AS o FROM sub_tasks WHERE task_id = $1`,
+        [task],
+      );
+      expect(dated).toEqual({ d: true, o: true });
+    } finally {
+      await new Promise<void>((ok) => smtp.close(() => ok()));
+    }
   });
 
   it('answers malformed, huge, hostile and wrong-type requests with 4xx, stays up, and stores every 2xx', async () => {

@@ -1,2 +1,3 @@
 export * from './test-environment';
 export * from './service-process';
+export * from './private-postgres';

@@ -13,6 +13,7 @@ describe('renderMail', () => {
     text: 'Hi {{name}} ({{email}})',
     from: { email: 'news@mail.example.com', name: 'News' },
     trackingBaseUrl: 'https://hooks.example.com',
+    linkKey: null,
   });
 
   it('renders per contact, escaping values in HTML only', () => {
@@ -35,6 +36,28 @@ describe('renderMail', () => {
   it('offers one-click unsubscribe (RFC 8058)', () => {
     expect(mail.headers['List-Unsubscribe']).toBe('<https://hooks.example.com/t/unsubscribe/trk1>');
     expect(mail.headers['List-Unsubscribe-Post']).toBe('List-Unsubscribe=One-Click');
+  });
+
+  it('adds signed click links and the open pixel only when asked (SMTP)', () => {
+    const tracked = renderMail({
+      subTaskId: 'st-2',
+      taskId: 't',
+      trackingId: 'trk2',
+      email: 'b@example.com',
+      contactName: null,
+      attributes: {},
+      subject: 's',
+      html: '<a href="https://shop.example.com/">Shop</a>',
+      text: null,
+      from: { email: 'a@example.com' },
+      trackingBaseUrl: 'https://hooks.example.com',
+      linkKey: Buffer.alloc(32, 1),
+    });
+    expect(tracked.html).toContain(
+      'https://hooks.example.com/t/click/trk2?u=https%3A%2F%2Fshop.example.com%2F&amp;s=',
+    );
+    expect(tracked.html).toContain('https://hooks.example.com/t/open/trk2.gif');
+    expect(mail.html).not.toContain('/t/open/');
   });
 
   it('does not read inherited properties as variables', () => {

@@ -1,3 +1,4 @@
+import { addTracking } from '@edm/domain';
 import { OutgoingMail } from '@edm/providers';
 
 export interface MailContext {
@@ -12,6 +13,8 @@ export interface MailContext {
   text: string | null;
   from: { email: string; name?: string };
   trackingBaseUrl: string;
+  /** For providers without tracking of their own (SMTP): our signed click links and open pixel. */
+  linkKey: Buffer | null;
 }
 
 const escapeHtml = (value: string) =>
@@ -47,7 +50,13 @@ export function renderMail(c: MailContext): OutgoingMail {
     from: c.from,
     to: { email: c.email, ...(c.contactName ? { name: c.contactName } : {}) },
     subject: renderTemplate(c.subject, vars, false),
-    ...(c.html !== null ? { html: renderTemplate(c.html, vars, true) } : {}),
+    ...(c.html !== null
+      ? {
+          html: c.linkKey
+            ? addTracking(renderTemplate(c.html, vars, true), c.trackingBaseUrl, c.linkKey, c.trackingId)
+            : renderTemplate(c.html, vars, true),
+        }
+      : {}),
     ...(c.text !== null ? { text: renderTemplate(c.text, vars, false) } : {}),
     messageId: `<${c.trackingId}@${domain}>`,
     headers: {

@@ -1,6 +1,7 @@
 import { DataSource } from 'typeorm';
 import { AppConfig } from '@edm/config';
 import { EventMetadata, newEvent } from '@edm/events';
+import { trackingKey } from '@edm/domain';
 import { EventStore } from '@edm/event-store';
 import { MailSender } from '@edm/providers';
 import { DispatchService, LeasedSubTask, leaseSubTasks } from './lease-sub-tasks';
@@ -45,11 +46,14 @@ export class ServiceLoop {
   /** Requests of this loop start one after another, in slot order, never closer than the pace. */
   private gate: Promise<void> = Promise.resolve();
   private lastRequestAt = 0;
+  private readonly linkKey: Buffer;
 
   constructor(
     readonly serviceId: string,
     private readonly deps: ServiceLoopDeps,
-  ) {}
+  ) {
+    this.linkKey = trackingKey(deps.config.encryptionKey);
+  }
 
   get sendsInFlight(): number {
     return this.inFlight.size;
@@ -183,6 +187,7 @@ export class ServiceLoop {
           text: c.text,
           from: { email: service.fromEmail, ...(service.fromName ? { name: service.fromName } : {}) },
           trackingBaseUrl: config.TRACKING_BASE_URL,
+          linkKey: service.provider === 'smtp' ? this.linkKey : null,
         });
         await this.onSlot(sendAt[i], intervalMs);
         const outcome = await sender.send(mail, AbortSignal.timeout(config.DISPATCH_SEND_TIMEOUT_MS));

@@ -4,9 +4,10 @@ import type { ParseWebhookResult } from '@edm/providers';
 
 /** What a tracking endpoint stores: our own small JSON, read back like a provider's webhook. */
 export const trackingHitSchema = z.object({
-  kind: z.enum(['unsubscribe']),
+  kind: z.enum(['unsubscribe', 'open', 'click']),
   trackingId: z.string().min(1).max(64),
   at: z.string().datetime(),
+  url: z.string().max(4_096).optional(),
 });
 export type TrackingHit = z.infer<typeof trackingHitSchema>;
 
@@ -24,14 +25,19 @@ export function parseTrackingHit(raw: string): ParseWebhookResult {
       {
         provider: 'sandbox',
         rawType: `tracking:${hit.kind}`,
-        type: 'unsubscribe',
+        type: hit.kind,
         occurredAt: new Date(hit.at),
         messageIdCandidates: [],
         trackingId: hit.trackingId,
         customArgs: {},
-        suppression: true,
-        // One unsubscribe per mail: repeated clicks of the same link are duplicates.
-        dedupeKey: `tracking:${hit.kind}:${createHash('sha256').update(hit.trackingId).digest('hex')}`,
+        ...(hit.url ? { url: hit.url } : {}),
+        suppression: hit.kind === 'unsubscribe',
+        // One unsubscribe per mail; every open and click is an event of its own.
+        dedupeKey: `tracking:${hit.kind}:${createHash('sha256')
+          .update(
+            hit.kind === 'unsubscribe' ? hit.trackingId : `${hit.trackingId}\n${hit.at}\n${hit.url ?? ''}`,
+          )
+          .digest('hex')}`,
       },
     ],
   };

@@ -1,11 +1,7 @@
 import { Controller, Get, Header, HttpCode, Param, Post, Req } from '@nestjs/common';
 import type { Request } from 'express';
-import { uuidv7 } from '@edm/event-store';
 import { DomainError } from '@edm/platform';
-import { RawIntakeWriter } from '../intake/raw-intake.writer';
-import { TrackingHit } from './tracking-hit';
-
-const TRACKING_ID = /^[0-9a-f]{32}$/;
+import { TRACKING_ID, TrackingHitRecorder } from './tracking-hit.recorder';
 
 const page = (title: string, body: string) =>
   `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${title}</title></head>` +
@@ -18,7 +14,7 @@ const page = (title: string, body: string) =>
  */
 @Controller('t/unsubscribe')
 export class UnsubscribeController {
-  constructor(private readonly writer: RawIntakeWriter) {}
+  constructor(private readonly recorder: TrackingHitRecorder) {}
 
   @Get(':trackingId')
   @Header('Content-Type', 'text/html; charset=utf-8')
@@ -35,21 +31,7 @@ export class UnsubscribeController {
   @HttpCode(200)
   @Header('Content-Type', 'text/html; charset=utf-8')
   async unsubscribe(@Param('trackingId') trackingId: string, @Req() request: Request) {
-    if (!TRACKING_ID.test(trackingId)) throw new DomainError('NOT_FOUND', 'unknown link');
-    const hit: TrackingHit = { kind: 'unsubscribe', trackingId, at: new Date().toISOString() };
-    try {
-      await this.writer.store({
-        id: uuidv7(),
-        source: 'tracking',
-        serviceId: null,
-        path: request.path,
-        headers: { 'user-agent': String(request.headers['user-agent'] ?? '').slice(0, 512) },
-        rawBody: JSON.stringify(hit),
-        verified: false,
-      });
-    } catch {
-      throw new DomainError('UNAVAILABLE', 'please try again in a moment');
-    }
+    await this.recorder.record(request, { kind: 'unsubscribe', trackingId });
     return page('Unsubscribed', '<p>You are unsubscribed.</p>');
   }
 }

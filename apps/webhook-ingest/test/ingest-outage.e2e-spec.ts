@@ -1,0 +1,284 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import {
+  createTestEnvironment,
+  eventually,
+  PrivatePostgres,
+  ServiceProcess,
+  startPrivatePostgres,
+  startService,
+  TestEnvironment,
+} from '@edm/testing';
+
+interface Answer {
+  sender: number;
+  eventId: string;
+  body: string;
+  sentAt: number;
+  answeredAt: number;
+  /** The HTTP status, or `error: ...` when no HTTP answer came (connection-level failure). */
+  status: number | string;
+  id?: string;
+}
+
+interface HealthProbe {
+  at: number;
+  live: number | string;
+  ready: number | string;
+}
+
+const SENDERS = 4;
+const BURST_BEFORE_MS = 1_000;
+const OUTAGE_MS = 3_000;
+const RECOVERY_LIMIT_MS = 30_000;
+const BURST_AFTER_RECOVERY_MS = 1_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const describeFailure = (error: unknown) => {
+  const e = error as Error & { cause?: { code?: string; message?: string } };
+  return `error: ${e?.name ?? 'Error'}: ${e?.message ?? String(error)}${
+    e?.cause ? ` (${e.cause.code ?? e.cause.message})` : ''
+  }`;
+};
+const statusOf = async (url: string): Promise<number | string> => {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    await response.arrayBuffer();
+    return response.status;
+  } catch (error) {
+    return describeFailure(error);
+  }
+};
+
+/**
+ * Postgres goes away in the middle of a webhook burst and comes back: webhook-ingest answers 503
+ * (never a 2xx it did not store, never anything else), stays alive, and recovers by itself.
+ */
+describe('webhook-ingest through a Postgres outage (e2e)', () => {
+  let env: TestEnvironment;
+  let pg: PrivatePostgres;
+  let api: ServiceProcess;
+  let ingest: ServiceProcess;
+  let db: Client;
+  let databaseUrl: string;
+  let serviceId: string;
+  let ingestExit: { code: number | null; signal: NodeJS.Signals | null; at: number } | undefined;
+  let testFinished = false;
+
+  beforeAll(async () => {
+    pg = await startPrivatePostgres();
+    env = await createTestEnvironment('ingest-outage');
+    const url = new URL(pg.url);
+    url.pathname = '/edm_outage';
+    databaseUrl = url.toString();
+    const serviceEnv = { ...env.env, DATABASE_URL: databaseUrl, DATABASE_CREATE: 'true' };
+    api = await startService('api', serviceEnv);
+    ingest = await startService('webhook-ingest', serviceEnv);
+    ingest.process.once('exit', (code, signal) => {
+      if (!testFinished) ingestExit = { code, signal, at: Date.now() };
+    });
+    const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
+    const response = await fetch(`${api.url}/api/v1/services`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: `outage-${randomUUID()}`,
+        provider: 'sandbox',
+        from: { email: 'news@example.com' },
+        pace: { intervalMs: 0 },
+        credentials: {},
+        options: {},
+      }),
+    });
+    const json = (await response.json()) as { id?: string };
+    if (response.status !== 201 && response.status !== 200)
+      throw new Error(`POST /api/v1/services: ${response.status} ${JSON.stringify(json)}`);
+    serviceId = json.id as string;
+    db = new Client({ connectionString: databaseUrl });
+    db.on('error', () => undefined);
+  }, 120_000);
+
+  afterAll(async () => {
+    testFinished = true;
+    const codes: Record<string, number | null | string> = {};
+    const stop = async (name: string, service?: ServiceProcess) => {
+      if (!service) return;
+      const code = await Promise.race([service.stop(), sleep(30_000).then(() => 'timeout' as const)]);
+      if (code === 'timeout') await service.kill();
+      codes[name] = code;
+    };
+    try {
+      await db?.end().catch(() => undefined);
+      await stop('webhook-ingest', ingest);
+      await stop('api', api);
+    } finally {
+      const destroyed = await pg?.destroy().then(
+        () => undefined,
+        (error: unknown) => String(error),
+      );
+      await env?.dispose();
+      expect(destroyed).toBeUndefined();
+    }
+    // Both went through the outage; both must still shut down cleanly.
+    expect(codes).toEqual({ 'webhook-ingest': 0, api: 0 });
+  }, 120_000);
+
+  it('answers 503 while Postgres is down, never a 2xx it did not store, and recovers without a restart', async () => {
+    const target = `${ingest.url}/api/webhooks/sandbox/${serviceId}`;
+    const answers: Answer[] = [];
+    const health: HealthProbe[] = [];
+    let burst = true;
+
+    const sender = async (n: number) => {
+      for (let i = 0; burst; i++) {
+        const eventId = `outage-${n}-${i}-${randomUUID()}`;
+        const body = JSON.stringify({
+          events: [{ eventId, type: 'delivered', email: 'x@example.com', timestamp: Date.now() }],
+        });
+        const sentAt = Date.now();
+        const answer: Answer = { sender: n, eventId, body, sentAt, answeredAt: 0, status: 0 };
+        try {
+          const response = await fetch(target, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+            signal: AbortSignal.timeout(15_000),
+          });
+          const text = await response.text();
+          answer.status = response.status;
+          if (response.status === 200) answer.id = (JSON.parse(text) as { id: string }).id;
+        } catch (error) {
+          answer.status = describeFailure(error);
+        }
+        answer.answeredAt = Date.now();
+        answers.push(answer);
+        // A provider retries failures with back-off; a short pause keeps the outage log sane.
+        if (answer.status !== 200) await sleep(10);
+      }
+    };
+
+    const t0 = Date.now();
+    const senders = Array.from({ length: SENDERS }, (_, n) => sender(n));
+    let stopBegin = 0;
+    let stopDone = 0;
+    let startBegin = 0;
+    let startDone = 0;
+    let recoveredAt: number | undefined;
+    try {
+      await sleep(BURST_BEFORE_MS);
+      await eventually('200s before the outage', async () => answers.some((a) => a.status === 200), 10_000);
+
+      stopBegin = Date.now();
+      await pg.stop();
+      stopDone = Date.now();
+      while (Date.now() - stopDone < OUTAGE_MS) {
+        const at = Date.now();
+        const [live, ready] = await Promise.all([
+          statusOf(`${ingest.url}/health/live`),
+          statusOf(`${ingest.url}/health/ready`),
+        ]);
+        health.push({ at, live, ready });
+        await sleep(250);
+      }
+
+      startBegin = Date.now();
+      await pg.start();
+      startDone = Date.now();
+      const firstAfter = await eventually(
+        'a 200 for a request sent after Postgres came back',
+        async () => answers.find((a) => a.sentAt >= startDone && a.status === 200),
+        RECOVERY_LIMIT_MS,
+      );
+      recoveredAt = firstAfter.answeredAt;
+      await sleep(BURST_AFTER_RECOVERY_MS);
+    } finally {
+      burst = false;
+      await Promise.all(senders);
+    }
+    const ended = Date.now();
+
+    // The process rode it out: never exited, still live, ready again by itself.
+    expect(ingestExit).toBeUndefined();
+    expect(ingest.process.exitCode).toBeNull();
+    expect(ingest.process.signalCode).toBeNull();
+    expect(await statusOf(`${ingest.url}/health/live`)).toBe(200);
+    const readyAgain = await eventually(
+      '/health/ready 200 again',
+      async () => ((await statusOf(`${ingest.url}/health/ready`)) === 200 ? Date.now() : false),
+      RECOVERY_LIMIT_MS,
+      100,
+    );
+
+    // While Postgres was down: live, not ready.
+    expect(health.length).toBeGreaterThan(0);
+    expect(health.filter((h) => h.live !== 200)).toEqual([]);
+    expect(health.filter((h) => h.ready !== 503)).toEqual([]);
+
+    // Only 200 and 503, in the expected places.
+    const counts: Record<string, number> = {};
+    for (const a of answers) counts[String(a.status)] = (counts[String(a.status)] ?? 0) + 1;
+    const odd = answers.filter((a) => a.status !== 200 && a.status !== 503);
+    expect(
+      odd.map((a) => ({ sentAt: a.sentAt - t0, answeredAt: a.answeredAt - t0, status: a.status })),
+    ).toEqual([]);
+    const before = answers.filter((a) => a.answeredAt < stopBegin);
+    const during = answers.filter((a) => a.sentAt >= stopDone && a.answeredAt <= startBegin);
+    const after = answers.filter((a) => a.sentAt >= startDone);
+    expect(before.filter((a) => a.status === 200).length).toBeGreaterThan(0);
+    expect(during.filter((a) => a.status === 503).length).toBeGreaterThan(0);
+    // Nothing can be stored while the server is down, so nothing may be acknowledged.
+    expect(during.filter((a) => a.status === 200)).toEqual([]);
+    expect(after.filter((a) => a.status === 200).length).toBeGreaterThan(0);
+
+    // Nothing answered 200 is lost: every acknowledged id is in event_logs with the exact body sent.
+    await db.connect();
+    const stored = new Map<string, string>(
+      (await db.query(`SELECT id, raw_body FROM event_logs WHERE source = 'sandbox'`)).rows.map(
+        (r: { id: string; raw_body: string }) => [r.id, r.raw_body],
+      ),
+    );
+    const acknowledged = answers.filter((a) => a.status === 200);
+    expect(new Set(acknowledged.map((a) => a.id)).size).toBe(acknowledged.length);
+    const lost = acknowledged.filter((a) => stored.get(a.id as string) !== a.body);
+    expect(lost.map((a) => ({ id: a.id, eventId: a.eventId, sentAt: a.sentAt - t0 }))).toEqual([]);
+    // A 503'd request may still have committed (the answer, not the row, was lost): allowed, counted.
+    const storedBodies = new Set(stored.values());
+    const refusedButStored = answers.filter((a) => a.status === 503 && storedBodies.has(a.body)).length;
+    expect(stored.size).toBe(acknowledged.length + refusedButStored);
+
+    const first503 = answers.filter((a) => a.status === 503).sort((a, b) => a.answeredAt - b.answeredAt)[0];
+    const last503 = answers.filter((a) => a.status === 503).sort((a, b) => b.answeredAt - a.answeredAt)[0];
+    process.stderr.write(
+      `ingest-outage summary ${JSON.stringify(
+        {
+          requests: answers.length,
+          counts,
+          ack200: {
+            before: before.filter((a) => a.status === 200).length,
+            after: after.filter((a) => a.status === 200).length,
+          },
+          during503: during.filter((a) => a.status === 503).length,
+          refusedButStored,
+          storedRows: stored.size,
+          timelineMs: {
+            stopBegin: stopBegin - t0,
+            stopDuration: stopDone - stopBegin,
+            first503: first503 ? first503.answeredAt - t0 : null,
+            startBegin: startBegin - t0,
+            startDuration: startDone - startBegin,
+            last503: last503 ? last503.answeredAt - t0 : null,
+            first200AfterStart: recoveredAt === undefined ? null : recoveredAt - startDone,
+            readyAgainAfterStart: readyAgain - startDone,
+            burstEnd: ended - t0,
+          },
+          maxLatencyMs: Math.max(...answers.map((a) => a.answeredAt - a.sentAt)),
+          healthProbes: health.length,
+        },
+        null,
+        2,
+      )}\n`,
+    );
+  }, 120_000);
+});
