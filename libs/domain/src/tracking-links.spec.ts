@@ -16,9 +16,12 @@ describe('tracking links', () => {
   });
 
   it('rewrites absolute links and adds the pixel before </body>', () => {
-    const html = '<body><a href="https://a.example.com/x?y=1&amp;z=2">A</a> <a href="mailto:x@y.z">m</a> <a href=\'/rel\'>r</a></body>';
+    const html =
+      '<body><a href="https://a.example.com/x?y=1&amp;z=2">A</a> <a href="mailto:x@y.z">m</a> <a href=\'/rel\'>r</a></body>';
     const out = addTracking(html, 'https://t.example.com', key, 'abc');
-    expect(out).toContain('href="https://t.example.com/t/click/abc?u=https%3A%2F%2Fa.example.com%2Fx%3Fy%3D1%26z%3D2&amp;s=');
+    expect(out).toContain(
+      'href="https://t.example.com/t/click/abc?u=https%3A%2F%2Fa.example.com%2Fx%3Fy%3D1%26z%3D2&amp;s=',
+    );
     expect(out).toContain('href="mailto:x@y.z"');
     expect(out).toContain("href='/rel'");
     expect(out).toMatch(/<img src="https:\/\/t.example.com\/t\/open\/abc.gif"[^>]*><\/body>$/);

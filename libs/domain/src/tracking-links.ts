@@ -1,7 +1,8 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /** A key of its own for link signatures, derived from the platform key so no new secret is needed. */
-export const trackingKey = (platformKey: Buffer): Buffer => createHmac('sha256', platformKey).update('edm tracking links v1').digest();
+export const trackingKey = (platformKey: Buffer): Buffer =>
+  createHmac('sha256', platformKey).update('edm tracking links v1').digest();
 
 const signature = (key: Buffer, trackingId: string, url: string) =>
   createHmac('sha256', key).update(`${trackingId}\n${url}`).digest('base64url').slice(0, 22);
@@ -24,10 +25,13 @@ export const openPixelUrl = (base: string, trackingId: string) => `${base}/t/ope
 
 /** Rewrites absolute http(s) links of an HTML body for click tracking and adds the open pixel. */
 export function addTracking(html: string, base: string, key: Buffer, trackingId: string): string {
-  const rewritten = html.replace(/(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?:\/\/[^"']+)\2/gi, (_, start: string, quote: string, url: string) => {
-    const original = url.replace(/&amp;/g, '&');
-    return `${start}${quote}${clickUrl(base, key, trackingId, original).replace(/&/g, '&amp;')}${quote}`;
-  });
+  const rewritten = html.replace(
+    /(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?:\/\/[^"']+)\2/gi,
+    (_, start: string, quote: string, url: string) => {
+      const original = url.replace(/&amp;/g, '&');
+      return `${start}${quote}${clickUrl(base, key, trackingId, original).replace(/&/g, '&amp;')}${quote}`;
+    },
+  );
   const pixel = `<img src="${openPixelUrl(base, trackingId)}" width="1" height="1" alt="" style="display:none">`;
   return /<\/body>/i.test(rewritten) ? rewritten.replace(/<\/body>/i, `${pixel}</body>`) : rewritten + pixel;
 }
