@@ -3,6 +3,7 @@ import { APP_GUARD } from '@nestjs/core';
 import { AppConfig } from '@edm/config';
 import { PlatformModule } from '@edm/platform';
 import { AccountsController } from './accounts/accounts.controller';
+import { AlertsController } from './alerts/alerts.controller';
 import { AdminKeyBootstrap } from './auth/admin-key.bootstrap';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { ContactsController } from './contacts/contacts.controller';
@@ -26,6 +27,7 @@ export class ApiModule {
         ContactsController,
         TemplatesController,
         TasksController,
+        AlertsController,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

@@ -25,6 +25,7 @@ interface Answer {
 
 interface HealthProbe {
   at: number;
+  answeredAt: number;
   live: number | string;
   ready: number | string;
 }
@@ -105,9 +106,18 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
     const codes: Record<string, number | null | string> = {};
     const stop = async (name: string, service?: ServiceProcess) => {
       if (!service) return;
-      const code = await Promise.race([service.stop(), sleep(30_000).then(() => 'timeout' as const)]);
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([
+        service.stop(),
+        new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 30_000))),
+      ]);
+      clearTimeout(timer);
       if (code === 'timeout') await service.kill();
       codes[name] = code;
+      if (code !== 0)
+        process.stderr.write(
+          `${name} exited with ${code}; output (tail):\n${service.output().split('\n').slice(-30).join('\n')}\n`,
+        );
     };
     try {
       await db?.end().catch(() => undefined);
@@ -122,13 +132,78 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
       expect(destroyed).toBeUndefined();
     }
     // Both went through the outage; both must still shut down cleanly.
-    expect(codes).toEqual({ 'webhook-ingest': 0, api: 0 });
+    expect(codes).toEqual(Object.fromEntries(Object.keys(codes).map((name) => [name, 0])));
   }, 120_000);
+
+  /** What the suite saw and what the ingest process and the database were doing, for a failure. */
+  const diagnose = async (seen: {
+    t0: number;
+    stopBegin: number;
+    stopDone: number;
+    startBegin: number;
+    startDone: number;
+    answers: Answer[];
+    health: HealthProbe[];
+    inFlight: Set<Answer>;
+  }) => {
+    const { t0, answers } = seen;
+    const rel = (t: number) => (t ? t - t0 : null);
+    const tally = (list: Answer[]) =>
+      list.reduce<Record<string, number>>((acc, a) => {
+        acc[String(a.status)] = (acc[String(a.status)] ?? 0) + 1;
+        return acc;
+      }, {});
+    let activity: unknown;
+    const client = new Client({ connectionString: pg.url, connectionTimeoutMillis: 2_000 });
+    try {
+      await client.connect();
+      activity = (
+        await client.query(
+          `SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 120) AS query,
+                  now() - state_change AS for
+             FROM pg_stat_activity WHERE datname = 'edm_outage'`,
+        )
+      ).rows;
+    } catch (error) {
+      activity = String(error);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    process.stderr.write(
+      `ingest-outage diagnosis ${JSON.stringify(
+        {
+          timelineMs: {
+            stopBegin: rel(seen.stopBegin),
+            stopDone: rel(seen.stopDone),
+            startBegin: rel(seen.startBegin),
+            startDone: rel(seen.startDone),
+            now: rel(Date.now()),
+          },
+          answersAfterStart: tally(answers.filter((a) => seen.startDone && a.sentAt >= seen.startDone)),
+          lastAnswers: answers.slice(-8).map((a) => ({
+            sentAt: rel(a.sentAt),
+            answeredAt: rel(a.answeredAt),
+            status: a.status,
+          })),
+          inFlight: [...seen.inFlight].map((a) => ({ sender: a.sender, sentAt: rel(a.sentAt) })),
+          healthAfterStart: seen.health
+            .filter((h) => seen.startDone && h.at >= seen.startDone)
+            .slice(-5)
+            .map((h) => ({ at: rel(h.at), live: h.live, ready: h.ready })),
+          ingestAlive: ingest.process.exitCode === null && ingest.process.signalCode === null,
+          postgresActivity: activity,
+        },
+        null,
+        2,
+      )}\nwebhook-ingest output (tail):\n${ingest.output().split('\n').slice(-40).join('\n')}\n`,
+    );
+  };
 
   it('answers 503 while Postgres is down, never a 2xx it did not store, and recovers without a restart', async () => {
     const target = `${ingest.url}/api/webhooks/sandbox/${serviceId}`;
     const answers: Answer[] = [];
     const health: HealthProbe[] = [];
+    const inFlight = new Set<Answer>();
     let burst = true;
 
     const sender = async (n: number) => {
@@ -139,6 +214,7 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
         });
         const sentAt = Date.now();
         const answer: Answer = { sender: n, eventId, body, sentAt, answeredAt: 0, status: 0 };
+        inFlight.add(answer);
         try {
           const response = await fetch(target, {
             method: 'POST',
@@ -153,14 +229,31 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
           answer.status = describeFailure(error);
         }
         answer.answeredAt = Date.now();
+        inFlight.delete(answer);
         answers.push(answer);
         // A provider retries failures with back-off; a short pause keeps the outage log sane.
         if (answer.status !== 200) await sleep(10);
       }
     };
 
+    // Probes /health/live and /health/ready every 100 ms from the outage to the end of the burst.
+    let probing = false;
+    const prober = async () => {
+      while (burst) {
+        if (probing) {
+          const at = Date.now();
+          const [live, ready] = await Promise.all([
+            statusOf(`${ingest.url}/health/live`),
+            statusOf(`${ingest.url}/health/ready`),
+          ]);
+          health.push({ at, answeredAt: Date.now(), live, ready });
+        }
+        await sleep(100);
+      }
+    };
+
     const t0 = Date.now();
-    const senders = Array.from({ length: SENDERS }, (_, n) => sender(n));
+    const senders = [...Array.from({ length: SENDERS }, (_, n) => sender(n)), prober()];
     let stopBegin = 0;
     let stopDone = 0;
     let startBegin = 0;
@@ -171,17 +264,10 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
       await eventually('200s before the outage', async () => answers.some((a) => a.status === 200), 10_000);
 
       stopBegin = Date.now();
+      probing = true;
       await pg.stop();
       stopDone = Date.now();
-      while (Date.now() - stopDone < OUTAGE_MS) {
-        const at = Date.now();
-        const [live, ready] = await Promise.all([
-          statusOf(`${ingest.url}/health/live`),
-          statusOf(`${ingest.url}/health/ready`),
-        ]);
-        health.push({ at, live, ready });
-        await sleep(250);
-      }
+      await sleep(OUTAGE_MS);
 
       startBegin = Date.now();
       await pg.start();
@@ -193,6 +279,9 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
       );
       recoveredAt = firstAfter.answeredAt;
       await sleep(BURST_AFTER_RECOVERY_MS);
+    } catch (error) {
+      await diagnose({ t0, stopBegin, stopDone, startBegin, startDone, answers, health, inFlight });
+      throw error;
     } finally {
       burst = false;
       await Promise.all(senders);
@@ -204,17 +293,19 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
     expect(ingest.process.exitCode).toBeNull();
     expect(ingest.process.signalCode).toBeNull();
     expect(await statusOf(`${ingest.url}/health/live`)).toBe(200);
-    const readyAgain = await eventually(
+    await eventually(
       '/health/ready 200 again',
-      async () => ((await statusOf(`${ingest.url}/health/ready`)) === 200 ? Date.now() : false),
+      async () => (await statusOf(`${ingest.url}/health/ready`)) === 200,
       RECOVERY_LIMIT_MS,
       100,
     );
 
-    // While Postgres was down: live, not ready.
-    expect(health.length).toBeGreaterThan(0);
+    // Live throughout; not ready while Postgres was down; ready again once it is back.
     expect(health.filter((h) => h.live !== 200)).toEqual([]);
-    expect(health.filter((h) => h.ready !== 503)).toEqual([]);
+    const healthDown = health.filter((h) => h.at >= stopDone && h.answeredAt <= startBegin);
+    expect(healthDown.length).toBeGreaterThan(0);
+    expect(healthDown.filter((h) => h.ready !== 503)).toEqual([]);
+    const readyAgain = health.find((h) => h.at >= startDone && h.ready === 200)?.answeredAt;
 
     // Only 200 and 503, in the expected places.
     const counts: Record<string, number> = {};
@@ -260,6 +351,7 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
             after: after.filter((a) => a.status === 200).length,
           },
           during503: during.filter((a) => a.status === 503).length,
+          after503: after.filter((a) => a.status === 503).length,
           refusedButStored,
           storedRows: stored.size,
           timelineMs: {
@@ -270,11 +362,11 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
             startDuration: startDone - startBegin,
             last503: last503 ? last503.answeredAt - t0 : null,
             first200AfterStart: recoveredAt === undefined ? null : recoveredAt - startDone,
-            readyAgainAfterStart: readyAgain - startDone,
+            readyAgainAfterStart: readyAgain === undefined ? null : readyAgain - startDone,
             burstEnd: ended - t0,
           },
           maxLatencyMs: Math.max(...answers.map((a) => a.answeredAt - a.sentAt)),
-          healthProbes: health.length,
+          healthProbes: { total: health.length, whileDown: healthDown.length },
         },
         null,
         2,

@@ -65,6 +65,18 @@ export const configShape = {
   INGEST_MATCH_WINDOW_MS: positiveInt.default(259_200_000),
   INGEST_UNMATCHED_MAX_AGE_MS: positiveInt.default(3_600_000),
   INGEST_SOFT_BOUNCE_LIMIT: positiveInt.max(100).default(3),
+  MONITOR_INTERVAL_MS: positiveInt.default(15_000),
+  MONITOR_STUCK_LEASE_MS: positiveInt.default(600_000),
+  MONITOR_WEBHOOK_SILENCE_MS: positiveInt.default(3_600_000),
+  MONITOR_WEBHOOK_GRACE_MS: positiveInt.default(600_000),
+  MONITOR_SERVICE_FAILURES: positiveInt.default(5),
+  MONITOR_TASK_STALL_MS: positiveInt.default(900_000),
+  MONITOR_UNMATCHED_RATIO: z.coerce.number().min(0).max(1).default(0.2),
+  MONITOR_UNMATCHED_MIN_EVENTS: positiveInt.default(20),
+  MONITOR_RELAY_LAG_EVENTS: positiveInt.default(10_000),
+  MONITOR_CONSUMER_LAG_EVENTS: positiveInt.default(10_000),
+  MONITOR_ALERT_WEBHOOK_URL: z.string().regex(/^https?:\/\//, 'an http(s) URL').optional(),
+  MONITOR_NOTIFY_COOLDOWN_MS: positiveInt.default(900_000),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(20_000),
 } as const;
 

@@ -201,6 +201,7 @@ export const eventDataSchemas = {
     alertId: id,
     kind: z.string(),
     subject: z.string(),
+    accountId: id.nullable(),
     severity: z.enum(['info', 'warning', 'critical']),
     message: z.string(),
     details: z.record(z.string(), z.unknown()),

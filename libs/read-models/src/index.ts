@@ -1,5 +1,6 @@
 import { Projection } from '@edm/event-store';
 import { accountsProjection } from './accounts.projection';
+import { alertsProjection } from './alerts.projection';
 import { contactsProjection } from './contacts.projection';
 import { servicesProjection } from './services.projection';
 import { subTasksProjection } from './sub-tasks.projection';
@@ -23,4 +24,5 @@ export const allProjections: readonly Projection[] = [
   templatesProjection,
   tasksProjection,
   subTasksProjection,
+  alertsProjection,
 ];

@@ -1,1 +1,2 @@
 export * from './complete-tasks';
+export * from './reclaim-leases';

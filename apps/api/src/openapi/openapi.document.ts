@@ -1,6 +1,7 @@
 import type { OpenAPIObject } from '@nestjs/swagger';
 import { z } from 'zod';
 import { createAccountSchema } from '../accounts/accounts.controller';
+import { listAlertsQuery } from '../alerts/alerts.controller';
 import { listContactsQuery, upsertContactsSchema } from '../contacts/contacts.schemas';
 import { createServiceSchema, freezeServiceSchema, updateServiceSchema } from '../services/services.schemas';
 import { createTaskSchema, listSubTasksQuery, listTasksQuery } from '../tasks/tasks.schemas';
@@ -93,6 +94,13 @@ const routes: Route[] = [
     path: '/api/v1/tasks/{id}/cancel',
     summary: 'Cancel a task; its pending sub-tasks become cancelled',
   },
+  {
+    method: 'get',
+    path: '/api/v1/alerts',
+    summary: 'List alerts (firing or resolved)',
+    query: listAlertsQuery,
+  },
+  { method: 'post', path: '/api/v1/alerts/{id}/acknowledge', summary: 'Acknowledge an alert' },
 ];
 
 const jsonSchema = (schema: z.ZodType) =>

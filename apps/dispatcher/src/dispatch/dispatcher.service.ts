@@ -10,7 +10,7 @@ import { EventBusSubscriber } from '@edm/platform';
 import { createMailSender, isProvider, MailSender } from '@edm/providers';
 import { DispatchService } from './lease-sub-tasks';
 import { PostgresSandboxMailbox } from './postgres-sandbox-mailbox';
-import { reclaimLeases, startDueTasks } from './reclaim-leases';
+import { reclaimLeases, startDueTasks } from '@edm/workflows';
 import { ServiceLoop } from './service-loop';
 
 /** Events after which some service may have new work, or a service changed. */

@@ -1,7 +1,7 @@
 import { EntityManager } from 'typeorm';
 import { EventMetadata, newEvent, NewEvent } from '@edm/events';
 import { EventStore } from '@edm/event-store';
-import { completeTasksIfDone } from '@edm/workflows';
+import { completeTasksIfDone } from './complete-tasks';
 
 /** Providers that dedupe a resend by our idempotency key: a lost outcome can safely be retried. */
 export const IDEMPOTENT_PROVIDERS: readonly string[] = ['sandbox'];
@@ -18,6 +18,26 @@ interface HeldRow {
 }
 
 /**
+ * Which leases: expired ones (any replica's reaper), a replica's own not yet sending (its
+ * shutdown), or ones held longer than a threshold whatever their expiry (the monitor's repair).
+ */
+export type LeaseSelection =
+  { expired: true } | { owner: string; onlyAllocated: true } | { heldLongerThanMs: number; taskId?: string };
+
+function selection(which: LeaseSelection): [string, unknown[], string] {
+  if ('expired' in which)
+    return [`s.status IN ('allocated', 'sending') AND s.lease_expires_at < now()`, [], 'lease expired'];
+  if ('owner' in which)
+    return [`s.status = 'allocated' AND s.lease_owner = $2`, [which.owner], 'dispatcher shutting down'];
+  return [
+    `s.status IN ('allocated', 'sending') AND s.updated_at < now() - make_interval(secs => $2::float8 / 1000)
+     AND ($3::uuid IS NULL OR s.task_id = $3::uuid)`,
+    [which.heldLongerThanMs, which.taskId ?? null],
+    'stuck lease released by the monitor',
+  ];
+}
+
+/**
  * Gives back leases: expired ones (their holder died) or, at shutdown, a replica's own. A lease
  * that never started sending goes back to pending untouched; one that was sending is `unknown`
  * (the provider may have it), unless the provider dedupes resends. Never left `allocated`.
@@ -25,21 +45,21 @@ interface HeldRow {
 export async function reclaimLeases(
   tx: EntityManager,
   store: EventStore,
-  which: { expired: true } | { owner: string; onlyAllocated: true },
+  which: LeaseSelection,
   meta: EventMetadata,
   limit = 500,
 ): Promise<number> {
+  const [where, params, why] = selection(which);
   const rows: HeldRow[] = await tx.query(
     `SELECT s.id, s.task_id, s.status, s.service_id, s.attempts, s.version, sv.provider, t.status AS task_status
        FROM sub_tasks s JOIN tasks t ON t.id = s.task_id LEFT JOIN sending_services sv ON sv.id = s.service_id
-      WHERE ${'expired' in which ? `s.status IN ('allocated', 'sending') AND s.lease_expires_at < now()` : `s.status = 'allocated' AND s.lease_owner = $2`}
+      WHERE ${where}
       ORDER BY s.lease_expires_at
       LIMIT $1
         FOR UPDATE OF s SKIP LOCKED`,
-    'expired' in which ? [limit] : [limit, which.owner],
+    [limit, ...params],
   );
   if (rows.length === 0) return 0;
-  const why = 'expired' in which ? 'lease expired' : 'dispatcher shutting down';
   await store.append(
     tx,
     rows.map((row) => {

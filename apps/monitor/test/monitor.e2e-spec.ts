@@ -1,0 +1,294 @@
+import { readFileSync } from 'node:fs';
+import { createServer, Server } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import {
+  createTestEnvironment,
+  eventually,
+  ServiceProcess,
+  startService,
+  TestEnvironment,
+} from '@edm/testing';
+
+type Json = Record<string, unknown>;
+
+/** The monitor with every other service, as processes: each rule fires on a real condition, once, and resolves. */
+describe('monitor (e2e)', () => {
+  let env: TestEnvironment;
+  let api: ServiceProcess;
+  let ingest: ServiceProcess;
+  let monitor: ServiceProcess;
+  const dispatchers: ServiceProcess[] = [];
+  let db: Client;
+  let key: string;
+  let sink: Server;
+  const delivered: { text: string }[] = [];
+  let failNext = 0;
+
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${api.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const json = (await response.json()) as Json;
+    if (response.status >= 300)
+      throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+  const sandbox = async (name: string, options: Json = {}, extra: Json = {}) =>
+    (
+      await call('POST', '/api/v1/services', {
+        name,
+        provider: 'sandbox',
+        from: { email: 'news@example.com' },
+        pace: { intervalMs: 20 },
+        options: { latencyMs: 0, callbacks: { delivered: 0 }, ...options },
+        ...extra,
+      })
+    ).id as string;
+  const task = async (tag: string, count: number, serviceIds: string[]) => {
+    await call('POST', '/api/v1/contacts', {
+      contacts: Array.from({ length: count }, (_, i) => ({ email: `${tag}-${i}@example.com`, tags: [tag] })),
+    });
+    return (
+      await call('POST', '/api/v1/tasks', {
+        name: tag,
+        subject: 's',
+        text: 't',
+        recipients: { tags: [tag] },
+        serviceIds,
+      })
+    ).id as string;
+  };
+  const alerts = async (kind: string, subject: string) =>
+    (
+      await db.query(
+        `SELECT id, status FROM alerts WHERE kind = $1 AND subject = $2 ORDER BY first_seen_at`,
+        [kind, subject],
+      )
+    ).rows as { id: string; status: string }[];
+  const firing = (kind: string, subject: string) =>
+    eventually(
+      `${kind} firing`,
+      async () => (await alerts(kind, subject)).some((a) => a.status === 'firing'),
+      30_000,
+      200,
+    );
+  const resolved = (kind: string, subject: string) =>
+    eventually(
+      `${kind} resolved`,
+      async () => {
+        const all = await alerts(kind, subject);
+        return all.length > 0 && all.every((a) => a.status === 'resolved');
+      },
+      30_000,
+      200,
+    );
+  const dispatcherEnv = (extra: Record<string, string> = {}) => ({
+    ...env.env,
+    TRACKING_BASE_URL: ingest.url,
+    DISPATCH_POLL_INTERVAL_MS: '250',
+    DISPATCH_REAPER_INTERVAL_MS: '500',
+    DISPATCH_RETRY_BASE_MS: '100',
+    DISPATCH_RETRY_MAX_MS: '200',
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    sink = createServer((request, response) => {
+      let body = '';
+      request.on('data', (c: Buffer) => (body += c.toString()));
+      request.on('end', () => {
+        if (failNext > 0) {
+          failNext -= 1;
+          response.writeHead(500).end();
+          return;
+        }
+        delivered.push(JSON.parse(body) as { text: string });
+        response.writeHead(200).end('ok');
+      });
+    });
+    await new Promise<void>((ok) => sink.listen(0, '127.0.0.1', () => ok()));
+    env = await createTestEnvironment('monitor');
+    api = await startService('api', env.env);
+    ingest = await startService('webhook-ingest', { ...env.env, INGEST_POLL_INTERVAL_MS: '200' });
+    monitor = await startService('monitor', {
+      ...env.env,
+      MONITOR_INTERVAL_MS: '300',
+      MONITOR_STUCK_LEASE_MS: '3000',
+      MONITOR_WEBHOOK_GRACE_MS: '1500',
+      MONITOR_SERVICE_FAILURES: '3',
+      MONITOR_NOTIFY_COOLDOWN_MS: '3000',
+      MONITOR_ALERT_WEBHOOK_URL: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/hook`,
+    });
+    dispatchers.push(await startService('dispatcher', dispatcherEnv()));
+    key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
+    db = new Client({ connectionString: env.databaseUrl });
+    await db.connect();
+  }, 90_000);
+
+  afterAll(async () => {
+    await db?.end();
+    await Promise.all([api, ingest, monitor, ...dispatchers].map((p) => p?.stop()));
+    await env?.dispose();
+    await new Promise<void>((ok) => sink?.close(() => ok()));
+  }, 60_000);
+
+  it('names the cause when a task has no usable service, and resolves when the service is unfrozen', async () => {
+    const only = await sandbox('only-one');
+    await call('POST', `/api/v1/services/${only}/freeze`, { reason: 'provider suspended the account' });
+    const taskId = await task('nousable', 5, [only]);
+    await firing('task-no-usable-service', `task:${taskId}`);
+    await firing('service-frozen', `service:${only}`);
+    const [alert] = (await call('GET', '/api/v1/alerts?status=firing&kind=task-no-usable-service')).items as {
+      message: string;
+      id: string;
+    }[];
+    expect(alert.message).toMatch(
+      /5 sub-tasks .* pending and no usable service: only-one frozen \(provider suspended the account\)/,
+    );
+    expect((await call('POST', `/api/v1/alerts/${alert.id}/acknowledge`)).acknowledgedAt).toBeTruthy();
+    await eventually(
+      'sink got it',
+      async () => delivered.some((d) => d.text.includes('task-no-usable-service')),
+      10_000,
+      100,
+    );
+
+    await call('POST', `/api/v1/services/${only}/unfreeze`);
+    await resolved('task-no-usable-service', `task:${taskId}`);
+    await resolved('service-frozen', `service:${only}`);
+    await eventually(
+      'task completed',
+      async () => (await call('GET', `/api/v1/tasks/${taskId}`)).status === 'completed',
+      20_000,
+      200,
+    );
+    expect(await alerts('task-no-usable-service', `task:${taskId}`)).toHaveLength(1);
+    await eventually(
+      'resolution sent',
+      async () => delivered.some((d) => d.text.startsWith('Resolved: task-no-usable-service')),
+      10_000,
+      100,
+    );
+  });
+
+  it('raises webhook silence when a service sends and hears nothing back, and resolves on the next webhook', async () => {
+    const quiet = await sandbox('quiet');
+    const taskId = await task('quiet', 3, [quiet]);
+    await eventually(
+      'sent',
+      async () => (await call('GET', `/api/v1/tasks/${taskId}`)).status === 'completed',
+      20_000,
+      200,
+    );
+    await firing('webhook-silence', `service:${quiet}`);
+    const { rows } = await db.query(`SELECT tracking_id, email FROM sub_tasks WHERE task_id = $1 LIMIT 1`, [
+      taskId,
+    ]);
+    const answer = await fetch(`${ingest.url}/api/webhooks/sandbox/${quiet}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        events: [
+          {
+            eventId: 'late-1',
+            type: 'delivered',
+            trackingId: rows[0].tracking_id,
+            email: rows[0].email,
+            timestamp: Date.now(),
+          },
+        ],
+      }),
+    });
+    expect(answer.status).toBe(200);
+    await resolved('webhook-silence', `service:${quiet}`);
+    expect(await alerts('webhook-silence', `service:${quiet}`)).toHaveLength(1);
+  });
+
+  it('releases sub-tasks stuck under a dead dispatcher, which are then sent exactly once', async () => {
+    await Promise.all(dispatchers.splice(0).map((d) => d.stop()));
+    const victim = await startService('dispatcher', dispatcherEnv());
+    const slow = await sandbox('stuck', { latencyMs: 30_000 });
+    const taskId = await task('stuck', 4, [slow]);
+    await eventually(
+      'in flight',
+      async () =>
+        (
+          await db.query(
+            `SELECT count(*)::int AS n FROM sub_tasks WHERE task_id = $1 AND status = 'sending'`,
+            [taskId],
+          )
+        ).rows[0].n > 0,
+      20_000,
+      100,
+    );
+    await victim.kill();
+    await call('PATCH', `/api/v1/services/${slow}`, {
+      options: { latencyMs: 0, callbacks: { delivered: 0 } },
+    });
+    dispatchers.push(await startService('dispatcher', dispatcherEnv()));
+    await firing('stuck-sub-tasks', `task:${taskId}`);
+    await eventually(
+      'task completed',
+      async () => (await call('GET', `/api/v1/tasks/${taskId}`)).status === 'completed',
+      30_000,
+      200,
+    );
+    const sent = await db.query(
+      `SELECT count(*)::int AS n, count(m.idempotency_key)::int AS delivered FROM sub_tasks s LEFT JOIN sandbox_messages m ON m.idempotency_key = s.id::text
+        WHERE s.task_id = $1 AND s.status = 'sent'`,
+      [taskId],
+    );
+    expect(sent.rows[0]).toEqual({ n: 4, delivered: 4 });
+    await resolved('stuck-sub-tasks', `task:${taskId}`);
+    const released = await db.query(
+      `SELECT count(*)::int AS n FROM events WHERE type = 'SubTaskReleased' AND data->>'taskId' = $1 AND data->>'reason' LIKE 'stuck lease released%'`,
+      [taskId],
+    );
+    expect(released.rows[0].n).toBeGreaterThan(0);
+  }, 90_000);
+
+  it('raises service-failing and quota-exhausted on real conditions', async () => {
+    const failing = await sandbox('failing', { transientRate: 1 });
+    const failTask = await task('failing', 3, [failing]);
+    await firing('service-failing', `service:${failing}`);
+    await call('POST', `/api/v1/tasks/${failTask}/cancel`);
+    const limited = await sandbox('limited', {}, { dailyQuota: 2 });
+    await task('limited', 4, [limited]);
+    await firing('service-quota-exhausted', `service:${limited}`);
+  });
+
+  it('retries the HTTP sink until it answers and repeats a firing alert after the cool-down', async () => {
+    const before = delivered.length;
+    failNext = 2;
+    const frozen = await sandbox('frozen-for-sink');
+    await call('POST', `/api/v1/services/${frozen}/freeze`, { reason: 'sink test' });
+    await eventually(
+      'delivered after retries',
+      async () => delivered.slice(before).some((d) => d.text.includes(`service-frozen (service:${frozen})`)),
+      20_000,
+      100,
+    );
+    expect(failNext).toBe(0);
+    await eventually(
+      'repeated after cool-down',
+      async () =>
+        delivered.some((d) => d.text.startsWith(`Still firing: service-frozen (service:${frozen})`)),
+      20_000,
+      200,
+    );
+    expect(await alerts('service-frozen', `service:${frozen}`)).toHaveLength(1);
+  }, 60_000);
+
+  it('keeps at most one firing alert per kind and subject', async () => {
+    const { rows } = await db.query(
+      `SELECT kind, subject, count(*)::int AS n FROM alerts WHERE status = 'firing' GROUP BY 1, 2 HAVING count(*) > 1`,
+    );
+    expect(rows).toEqual([]);
+    const metrics = await (await fetch(`${monitor.url}/metrics`)).text();
+    expect(metrics).toMatch(/edm_alerts_firing\{[^}]*kind="service-frozen"[^}]*\} [1-9]/);
+  });
+});
