@@ -283,6 +283,48 @@ describe('monitor (e2e)', () => {
     expect(await alerts('service-frozen', `service:${frozen}`)).toHaveLength(1);
   }, 60_000);
 
+  it('diagnoses the incident (one service frozen with a reason, one disabled, 20 sub-tasks) and repair plus unfreezing completes it', async () => {
+    const frozen = await sandbox('engagelab-like');
+    const disabled = await sandbox('sendgrid-like');
+    await call('POST', `/api/v1/services/${frozen}/freeze`, {
+      reason: 'account under review by the provider',
+    });
+    await call('POST', `/api/v1/services/${disabled}/disable`, { reason: 'contract ended' });
+    const taskId = await task('incident', 20, [frozen, disabled]);
+    const diagnosis = (await call('GET', `/api/v1/tasks/${taskId}/diagnosis`)) as {
+      verdict: string;
+      counts: Record<string, number>;
+      services: { name: string; status: string; usable: boolean }[];
+      stuckLeases: { count: number };
+    };
+    expect(diagnosis.verdict).toMatch(
+      /^20 sub-tasks pending and no usable service: service engagelab-like frozen because account under review by the provider; service sendgrid-like disabled \(contract ended\)$/,
+    );
+    expect(diagnosis.counts).toEqual({ pending: 20 });
+    expect(diagnosis.services.map((s) => [s.name, s.status, s.usable])).toEqual([
+      ['engagelab-like', 'frozen', false],
+      ['sendgrid-like', 'disabled', false],
+    ]);
+    const first = (await call('POST', `/api/v1/tasks/${taskId}/repair`)) as Json;
+    expect(first).toMatchObject({
+      releasedLeases: 0,
+      retriedWebhookEvents: 0,
+      completed: false,
+      changed: false,
+      subTasksOutOfStepWithEvents: 0,
+    });
+    await call('POST', `/api/v1/services/${frozen}/unfreeze`);
+    await eventually(
+      'task completed',
+      async () => (await call('GET', `/api/v1/tasks/${taskId}`)).status === 'completed',
+      30_000,
+      200,
+    );
+    const after = (await call('GET', `/api/v1/tasks/${taskId}/diagnosis`)) as { verdict: string };
+    expect(after.verdict).toBe('completed: 20 sent, 0 failed, 0 unknown, 0 skipped');
+    expect(await call('POST', `/api/v1/tasks/${taskId}/repair`)).toMatchObject({ changed: false });
+  });
+
   it('keeps at most one firing alert per kind and subject', async () => {
     const { rows } = await db.query(
       `SELECT kind, subject, count(*)::int AS n FROM alerts WHERE status = 'firing' GROUP BY 1, 2 HAVING count(*) > 1`,

@@ -1,2 +1,3 @@
 export * from './complete-tasks';
 export * from './reclaim-leases';
+export * from './task-diagnosis';

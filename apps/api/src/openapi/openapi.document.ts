@@ -96,6 +96,17 @@ const routes: Route[] = [
   },
   {
     method: 'get',
+    path: '/api/v1/tasks/{id}/diagnosis',
+    summary: 'Diagnose a task: counts, services, webhooks, stuck leases, alerts, verdict',
+  },
+  {
+    method: 'post',
+    path: '/api/v1/tasks/{id}/repair',
+    summary:
+      'Repair a task (idempotent): release stuck leases, retry unmatched webhooks, wake the dispatcher',
+  },
+  {
+    method: 'get',
     path: '/api/v1/alerts',
     summary: 'List alerts (firing or resolved)',
     query: listAlertsQuery,

@@ -56,6 +56,17 @@ export class TasksController {
     return this.tasks.timeline(p, id);
   }
 
+  @Get(':id/diagnosis')
+  diagnosis(@CurrentPrincipal() p: Principal, @Param('id') id: string) {
+    return this.tasks.diagnose(p, id);
+  }
+
+  @Post(':id/repair')
+  @HttpCode(200)
+  repair(@CurrentPrincipal() p: Principal, @Param('id') id: string) {
+    return this.tasks.repair(p, id);
+  }
+
   @Post(':id/pause')
   @HttpCode(200)
   pause(@CurrentPrincipal() p: Principal, @Param('id') id: string) {

@@ -1,4 +1,6 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '@edm/config';
+import { diagnoseTask, repairTask } from '@edm/workflows';
 import { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { EventType, newEvent, NewEvent, TaskStatus } from '@edm/events';
@@ -25,6 +27,7 @@ export class TasksService {
   constructor(
     private readonly dataSource: DataSource,
     private readonly store: EventStore,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   async get(principal: Principal, id: string) {
@@ -135,6 +138,28 @@ export class TasksService {
       }),
     );
     return this.get(principal, id);
+  }
+
+  async diagnose(principal: Principal, id: string) {
+    await this.row(principal, id);
+    return this.dataSource.transaction('REPEATABLE READ', (tx) => diagnoseTask(tx, id, this.thresholds()));
+  }
+
+  async repair(principal: Principal, id: string) {
+    await this.row(principal, id);
+    const report = await retryOnConflict(() =>
+      this.dataSource.transaction((tx) =>
+        repairTask(tx, this.store, id, this.thresholds(), commandMetadata(principal)),
+      ),
+    );
+    return { ...report, diagnosis: await this.diagnose(principal, id) };
+  }
+
+  private thresholds() {
+    return {
+      stuckLeaseMs: this.config.MONITOR_STUCK_LEASE_MS,
+      webhookGraceMs: this.config.MONITOR_WEBHOOK_GRACE_MS,
+    };
   }
 
   private async row(principal: Principal, id: string) {

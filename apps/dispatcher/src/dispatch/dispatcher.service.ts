@@ -18,6 +18,7 @@ const WAKING_EVENTS = new Set<DomainEvent['type']>([
   'TaskCreated',
   'TaskStarted',
   'TaskResumed',
+  'TaskRepaired',
   'SubTaskReleased',
   'SubTaskRetryScheduled',
   'ServiceCreated',
