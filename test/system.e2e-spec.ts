@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
+import { promqlMetricNames, PROMETHEUS_SERIES, yamlDocument } from './deploy/deploy-helpers';
 import {
   AppName,
   createTestEnvironment,
@@ -87,6 +88,30 @@ describe('the system (e2e)', () => {
     });
     expect((await jsm.streams.info(env.stream)).state.messages).toBe(rows[0].n);
     await nc.close();
+  });
+
+  it('exports every metric the Grafana dashboard and the Prometheus rules query', async () => {
+    const exported = new Set<string>();
+    for (const service of running.values()) {
+      const text = await (await fetch(`${service.url}/metrics`)).text();
+      for (const m of text.matchAll(/^# HELP (\S+)/gm)) exported.add(m[1]);
+    }
+    const expressions = [
+      ...readFileSync(
+        join(__dirname, '../deploy/observability/grafana/dashboards/edm.json'),
+        'utf8',
+      ).matchAll(/"expr"\s*:\s*"((?:[^"\\]|\\.)*)"/g),
+    ].map((m) => JSON.parse(`"${m[1]}"`) as string);
+    const rules = yamlDocument('deploy/observability/prometheus-rules.yml') as {
+      groups: { rules: { expr: string }[] }[];
+    };
+    for (const group of rules.groups) for (const rule of group.rules) expressions.push(String(rule.expr));
+    const queried = new Set(
+      expressions.flatMap((e) => promqlMetricNames(e)).filter((n) => !PROMETHEUS_SERIES.has(n)),
+    );
+    expect(queried.size).toBeGreaterThan(5);
+    const missing = [...queried].filter((name) => !exported.has(name.replace(/_(bucket|sum|count)$/, '')));
+    expect(missing).toEqual([]);
   });
 
   it('hands the relay to another process when the active one is killed with SIGKILL', async () => {

@@ -41,6 +41,7 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
   private stopping = false;
   private readonly sends;
   private readonly restarts;
+  private readonly paceLag;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -59,6 +60,12 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
       'edm_dispatch_loop_restarts_total',
       'Service loops restarted after a crash.',
       ['service'],
+    );
+    this.paceLag = metrics.histogram(
+      'edm_dispatch_pace_lag_seconds',
+      'How late a paced request started after its slot.',
+      [],
+      [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     );
     const loops = this.loops;
     metrics.gauge('edm_dispatch_loops', 'Service loops running in this replica.', [], function () {
@@ -121,6 +128,7 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
         onSend: (service, outcome) =>
           this.sends.inc({ service: service.name, provider: service.provider, outcome }),
         onRestart: (serviceId) => this.restarts.inc({ service: serviceId }),
+        onPaceLag: (seconds) => this.paceLag.observe(seconds),
       });
       this.loops.set(id, loop);
       loop.start();

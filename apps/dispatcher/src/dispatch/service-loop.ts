@@ -20,6 +20,8 @@ export interface ServiceLoopDeps {
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
   onSend(service: DispatchService, outcome: string): void;
   onRestart(serviceId: string): void;
+  /** Seconds a request started after its slot (timer and queueing delay). */
+  onPaceLag(seconds: number): void;
 }
 
 interface MailRow {
@@ -235,6 +237,7 @@ export class ServiceLoop {
       const wait = at - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       this.lastRequestAt = Date.now();
+      if (intervalMs > 0) this.deps.onPaceLag((this.lastRequestAt - slotAt) / 1_000);
     });
     this.gate = turn;
     return turn;

@@ -41,6 +41,21 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
     metrics: Metrics,
   ) {
     const db = dataSource;
+    metrics.gauge(
+      'edm_sub_tasks',
+      'Sub-tasks of sending or paused tasks, by status.',
+      ['status'],
+      async function () {
+        this.reset();
+        const rows: { status: string; n: number }[] = await db
+          .query(
+            `SELECT s.status, count(*)::int AS n FROM sub_tasks s JOIN tasks t ON t.id = s.task_id
+            WHERE t.status IN ('sending', 'paused', 'scheduled') GROUP BY s.status`,
+          )
+          .catch(() => []);
+        for (const r of rows) this.set({ status: r.status }, r.n);
+      },
+    );
     metrics.gauge('edm_alerts_firing', 'Alerts firing now, by kind.', ['kind'], async function () {
       this.reset();
       const rows: { kind: string; n: number }[] = await db
