@@ -3,12 +3,13 @@ import { APP_CONFIG, AppConfig } from '@edm/config';
 import { diagnoseTask, repairTask } from '@edm/workflows';
 import { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { EventType, newEvent, NewEvent, TaskStatus } from '@edm/events';
+import { EventType, newEvent, NewEvent, Pace, TaskStatus } from '@edm/events';
 import { EventStore, retryOnConflict } from '@edm/event-store';
 import { DomainError, notFound } from '@edm/platform';
 import { commandMetadata } from '../auth/command-metadata';
 import { Principal } from '../auth/principal';
 import { taskCounts } from './task-counts';
+import { etaSeconds } from './task-eta';
 import { ListSubTasksQuery, ListTasksQuery } from './tasks.schemas';
 
 type Transition = 'pause' | 'resume' | 'cancel';
@@ -32,7 +33,7 @@ export class TasksService {
 
   async get(principal: Principal, id: string) {
     const task = await this.row(principal, id);
-    const [statusRows, serviceRows] = await Promise.all([
+    const [statusRows, serviceRows, paces] = await Promise.all([
       this.dataSource.query(
         `SELECT status, count(*)::int AS count FROM sub_tasks WHERE task_id = $1 GROUP BY status`,
         [id],
@@ -42,6 +43,11 @@ export class TasksService {
            FROM sub_tasks st JOIN sending_services s ON s.id = st.service_id
           WHERE st.task_id = $1 GROUP BY st.service_id, s.name, s.status, st.status`,
         [id],
+      ),
+      this.dataSource.query(
+        `SELECT s.pace FROM sending_services s
+          WHERE s.account_id = $1 AND s.status = 'active' AND (cardinality($2::uuid[]) = 0 OR s.id = ANY ($2::uuid[]))`,
+        [principal.accountId, task.serviceIds],
       ),
     ]);
     type ServiceSplit = {
@@ -61,9 +67,17 @@ export class TasksService {
       entry.rows.push({ status: r.status, count: r.count });
       byService.set(r.serviceId, entry);
     }
+    const counts = taskCounts(statusRows);
     return {
       ...task,
-      counts: taskCounts(statusRows),
+      counts,
+      etaSeconds:
+        task.status === 'sending'
+          ? etaSeconds(
+              counts.pending,
+              paces.map((p: { pace: Pace }) => p.pace),
+            )
+          : null,
       services: [...byService.values()].map(({ rows, ...s }) => ({ ...s, counts: taskCounts(rows) })),
     };
   }
