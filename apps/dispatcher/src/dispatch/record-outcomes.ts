@@ -1,9 +1,9 @@
 import { EntityManager } from 'typeorm';
 import { EventMetadata, newEvent, NewEvent } from '@edm/events';
 import { EventStore, StreamAppend } from '@edm/event-store';
+import { completeTasksIfDone } from '@edm/workflows';
 import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
 import { OutcomeDecision } from './send-outcome';
-import { completeTasksIfDone } from '@edm/workflows';
 
 /** Statuses from which a late-recorded send still adds its provider message id. */
 const SENT_OR_LATER = ['unknown', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
