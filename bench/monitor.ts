@@ -1,0 +1,239 @@
+/**
+ * Detection delay of each alert rule: the time from the moment a condition becomes alert-worthy
+ * (created, plus the rule's threshold) to the alert being raised, with the default evaluation
+ * interval (MONITOR_INTERVAL_MS = 15 s) and thresholds shortened so the run takes a minute.
+ * Goal: ≤ 60 s beyond each rule's threshold.
+ *
+ *   npm run build && node -r @swc-node/register bench/monitor.ts
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { createTestEnvironment, ServiceProcess, startService } from '@edm/testing';
+import { log, machine, printTable, waitFor, watchdog } from './bench-util';
+
+const THRESHOLDS = { stuck: 5_000, grace: 5_000, stall: 10_000, failures: 5 };
+const GOAL_S = 60;
+
+type Json = Record<string, unknown>;
+
+async function main(): Promise<void> {
+  log(machine());
+  const env = await createTestEnvironment('bench-monitor');
+  const processes: ServiceProcess[] = [];
+  const db = new Client({ connectionString: env.databaseUrl });
+  const cleanup = async () => {
+    await db.end().catch(() => undefined);
+    await Promise.all(processes.map((p) => p.stop().catch(() => null)));
+    await env.dispose();
+  };
+  const disarm = watchdog(10 * 60_000, cleanup);
+  try {
+    const api = await startService('api', env.env);
+    const ingest = await startService('webhook-ingest', env.env);
+    const dispatcherEnv = {
+      ...env.env,
+      TRACKING_BASE_URL: ingest.url,
+      DISPATCH_RETRY_BASE_MS: '100',
+      DISPATCH_RETRY_MAX_MS: '200',
+    };
+    let dispatcher = await startService('dispatcher', dispatcherEnv);
+    const monitor = await startService('monitor', {
+      ...env.env,
+      MONITOR_STUCK_LEASE_MS: String(THRESHOLDS.stuck),
+      MONITOR_WEBHOOK_GRACE_MS: String(THRESHOLDS.grace),
+      MONITOR_TASK_STALL_MS: String(THRESHOLDS.stall),
+      MONITOR_SERVICE_FAILURES: String(THRESHOLDS.failures),
+    });
+    processes.push(api, ingest, monitor);
+    await db.connect();
+    const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
+    const call = async (method: string, path: string, body?: unknown): Promise<Json> => {
+      const response = await fetch(`${api.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      const json = (await response.json()) as Json;
+      if (response.status >= 300)
+        throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
+      return json;
+    };
+    const service = async (name: string, options: Json = {}, extra: Json = {}) =>
+      (
+        await call('POST', '/api/v1/services', {
+          name,
+          provider: 'sandbox',
+          from: { email: 'b@example.com' },
+          pace: { intervalMs: 20 },
+          options: { latencyMs: 0, callbacks: { delivered: 0 }, ...options },
+          ...extra,
+        })
+      ).id as string;
+    const task = async (tag: string, count: number, serviceIds: string[]) => {
+      await call('POST', '/api/v1/contacts', {
+        contacts: Array.from({ length: count }, (_, i) => ({
+          email: `${tag}-${i}@example.com`,
+          tags: [tag],
+        })),
+      });
+      return (
+        await call('POST', '/api/v1/tasks', {
+          name: tag,
+          subject: 's',
+          text: 't',
+          recipients: { tags: [tag] },
+          serviceIds,
+        })
+      ).id as string;
+    };
+    const dbNow = async () => ((await db.query('SELECT clock_timestamp() AS t')).rows[0].t as Date).getTime();
+    const first = async (sql: string, params: unknown[]) => {
+      const row = (await db.query(sql, params)).rows[0] as { t: Date | null } | undefined;
+      return row?.t ? row.t.getTime() : null;
+    };
+
+    // Each condition: when it became alert-worthy (ms, Postgres clock), and the alert's subject.
+    const conditions: {
+      rule: string;
+      threshold: string;
+      subject: string;
+      since: () => Promise<number | null>;
+    }[] = [];
+
+    const frozen = await service('frozen');
+    const frozenAt = await dbNow();
+    await call('POST', `/api/v1/services/${frozen}/freeze`, { reason: 'bench' });
+    conditions.push({
+      rule: 'service-frozen',
+      threshold: 'none',
+      subject: `service:${frozen}`,
+      since: async () => frozenAt,
+    });
+
+    const lonely = await task('lonely', 3, [frozen]);
+    conditions.push({
+      rule: 'task-no-usable-service',
+      threshold: 'none',
+      subject: `task:${lonely}`,
+      since: () => first(`SELECT created_at AS t FROM tasks WHERE id = $1`, [lonely]),
+    });
+
+    const quiet = await service('quiet');
+    await task('quiet', 3, [quiet]);
+    conditions.push({
+      rule: 'webhook-silence',
+      threshold: `${THRESHOLDS.grace / 1000} s grace`,
+      subject: `service:${quiet}`,
+      since: async () =>
+        ((await first(`SELECT min(accepted_at) AS t FROM sandbox_messages WHERE service_id = $1`, [quiet])) ??
+          NaN) + THRESHOLDS.grace,
+    });
+
+    const failing = await service('failing', { transientRate: 1 });
+    await task('failing', 10, [failing]);
+    conditions.push({
+      rule: 'service-failing',
+      threshold: `${THRESHOLDS.failures} failures`,
+      subject: `service:${failing}`,
+      since: () =>
+        first(
+          `SELECT occurred_at AS t FROM events WHERE type = 'SubTaskRetryScheduled' AND data->>'serviceId' = $1 ORDER BY global_position OFFSET $2 LIMIT 1`,
+          [failing, THRESHOLDS.failures - 1],
+        ),
+    });
+
+    const limited = await service('limited', {}, { dailyQuota: 2 });
+    await task('limited', 4, [limited]);
+    conditions.push({
+      rule: 'service-quota-exhausted',
+      threshold: 'quota 2',
+      subject: `service:${limited}`,
+      since: () =>
+        first(`SELECT occurred_at AS t FROM events WHERE type = 'ServiceQuotaExhausted' AND stream_id = $1`, [
+          `service-${limited}`,
+        ]),
+    });
+
+    const slowPace = await service('slow-pace', {}, { pace: { intervalMs: 3_600_000 } });
+    const stalled = await task('stalled', 3, [slowPace]);
+    conditions.push({
+      rule: 'task-stalled',
+      threshold: `${THRESHOLDS.stall / 1000} s`,
+      subject: `task:${stalled}`,
+      since: async () =>
+        ((await first(
+          `SELECT max(occurred_at) AS t FROM events WHERE data->>'taskId' = $1 AND type LIKE 'SubTask%'`,
+          [stalled],
+        )) ?? NaN) + THRESHOLDS.stall,
+    });
+
+    const stuckService = await service('stuck', { latencyMs: 120_000 });
+    const stuck = await task('stuck', 2, [stuckService]);
+    await waitFor(
+      'stuck sends in flight',
+      async () =>
+        (await db.query(`SELECT 1 FROM sub_tasks WHERE task_id = $1 AND status = 'sending'`, [stuck]))
+          .rowCount! > 0,
+      20_000,
+    );
+    await dispatcher.kill();
+    dispatcher = await startService('dispatcher', dispatcherEnv);
+    processes.push(dispatcher);
+    conditions.push({
+      rule: 'stuck-sub-tasks',
+      threshold: `${THRESHOLDS.stuck / 1000} s`,
+      subject: `task:${stuck}`,
+      since: async () =>
+        ((await first(
+          `SELECT min(updated_at) AS t FROM sub_tasks WHERE task_id = $1 AND status = 'sending'`,
+          [stuck],
+        )) ?? NaN) + THRESHOLDS.stuck,
+    });
+
+    const rows: string[][] = [];
+    const sinces = new Map<string, number>();
+    await waitFor(
+      'every rule fired',
+      async () => {
+        for (const c of conditions)
+          if (!sinces.has(c.rule)) {
+            const since = await c.since();
+            if (since !== null && !Number.isNaN(since)) sinces.set(c.rule, since);
+          }
+        const fired = await db.query(`SELECT kind, subject FROM alerts`);
+        return conditions.every((c) => fired.rows.some((r) => r.kind === c.rule && r.subject === c.subject));
+      },
+      5 * 60_000,
+      500,
+    );
+    for (const c of conditions) {
+      const raised = (await first(
+        `SELECT min(first_seen_at) AS t FROM alerts WHERE kind = $1 AND subject = $2`,
+        [c.rule, c.subject],
+      ))!;
+      const delay = (raised - (sinces.get(c.rule) ?? raised)) / 1000;
+      rows.push([
+        c.rule,
+        c.threshold,
+        `${delay.toFixed(1)} s`,
+        `≤ ${GOAL_S} s`,
+        delay <= GOAL_S ? 'PASS' : 'MISS',
+      ]);
+    }
+    log(
+      `monitor interval: default (15 s); thresholds shortened: stuck ${THRESHOLDS.stuck} ms, webhook grace ${THRESHOLDS.grace} ms, stall ${THRESHOLDS.stall} ms`,
+    );
+    printTable(['rule', 'threshold', 'detected after threshold', 'goal', ''], rows);
+  } finally {
+    disarm();
+    await cleanup();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(
+    `bench monitor failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
+  process.exitCode = 1;
+});
