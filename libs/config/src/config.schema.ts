@@ -75,7 +75,10 @@ export const configShape = {
   MONITOR_UNMATCHED_MIN_EVENTS: positiveInt.default(20),
   MONITOR_RELAY_LAG_EVENTS: positiveInt.default(10_000),
   MONITOR_CONSUMER_LAG_EVENTS: positiveInt.default(10_000),
-  MONITOR_ALERT_WEBHOOK_URL: z.string().regex(/^https?:\/\//, 'an http(s) URL').optional(),
+  MONITOR_ALERT_WEBHOOK_URL: z
+    .string()
+    .regex(/^https?:\/\//, 'an http(s) URL')
+    .optional(),
   MONITOR_NOTIFY_COOLDOWN_MS: positiveInt.default(900_000),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(20_000),
 } as const;

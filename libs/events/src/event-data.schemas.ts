@@ -146,7 +146,11 @@ export const eventDataSchemas = {
   TaskCancelled: z.object({ taskId: id, cancelledSubTasks: z.number().int() }),
   TaskCompleted: z.object({ taskId: id }),
   /** An operator's repair changed something; the dispatcher wakes on it. */
-  TaskRepaired: z.object({ taskId: id, releasedLeases: z.number().int(), retriedWebhookEvents: z.number().int() }),
+  TaskRepaired: z.object({
+    taskId: id,
+    releasedLeases: z.number().int(),
+    retriedWebhookEvents: z.number().int(),
+  }),
 
   SubTaskLeased: z.object({
     ...subTaskRef,

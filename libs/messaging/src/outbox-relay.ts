@@ -16,6 +16,7 @@ export interface OutboxRelayOptions {
 export type RelayRole = 'stopped' | 'standby' | 'active';
 
 const RELAY_LOCK_CLASS = 7_414_002;
+const HELD_BACK_RETRY_MS = 10;
 
 /**
  * Publishes committed events from the events table (the outbox) to JetStream, in commit-safe
@@ -135,7 +136,9 @@ export class OutboxRelay {
     while (this.running && this.client) {
       const batch = await this.store.readAll(this.checkpoint, this.options.batchSize);
       if (batch.length === 0) {
-        await this.sleep(this.options.pollIntervalMs);
+        // Committed events held back behind a transaction still in flight (anywhere in the
+        // cluster) come free without a notification: look again soon rather than a poll later.
+        await this.sleep((await this.heldBack()) ? HELD_BACK_RETRY_MS : this.options.pollIntervalMs);
         continue;
       }
       // Pipelined: every publish is sent before any ack is awaited; one connection keeps order.
@@ -152,6 +155,15 @@ export class OutboxRelay {
       this.published += batch.length;
       this.lastPublishedAt = new Date();
     }
+  }
+
+  /** Whether any event lies past the checkpoint, readable or not yet. */
+  private async heldBack(): Promise<boolean> {
+    const [row] = await this.dataSource.query(
+      `SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)) AS held`,
+      [this.checkpoint.txId, this.checkpoint.position],
+    );
+    return row.held;
   }
 
   private async release(): Promise<void> {

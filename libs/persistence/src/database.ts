@@ -19,7 +19,15 @@ export function createDataSource(options: DatabaseOptions): DataSource {
     migrationsTransactionMode: 'each',
     synchronize: false,
     logging: false,
-    extra: { connectionTimeoutMillis: 5_000, idleTimeoutMillis: 30_000 },
+    extra: {
+      connectionTimeoutMillis: 5_000,
+      idleTimeoutMillis: 30_000,
+      // A connection can die (server restart, admin kill) in the instant between pg-pool handing
+      // it over and TypeORM attaching its listener; an 'error' with no listener would crash the
+      // process. This listener is attached before the hand-over; the failed query still fails.
+      onConnect: (client: { on(event: 'error', listener: () => void): void }) =>
+        client.on('error', () => undefined),
+    },
   });
 }
 

@@ -191,11 +191,55 @@ describe('read models rebuilt from the events', () => {
       ],
       ['TaskPaused', { taskId }],
       ['TaskResumed', { taskId }],
-      ['TaskCancelled', { taskId, cancelledSubTasks: 29 }],
     );
+    // One sub-task through its whole life, its webhook steps back to back (one bulk statement
+    // must not swallow one of two events of the same sub-task).
+    const [{ id: sent }] = await db.query(
+      `SELECT id FROM sub_tasks WHERE task_id = $1 AND status = 'pending' ORDER BY id LIMIT 1`,
+      [taskId],
+    );
+    const ref = { subTaskId: sent, taskId };
+    const at = (ms: number) => new Date(Date.UTC(2026, 10, 28, 12) + ms).toISOString();
+    await one(
+      `subtask-${sent}`,
+      ['SubTaskLeased', { ...ref, serviceId, leaseOwner: 'd1', leaseExpiresAt: at(60_000), attempt: 1 }],
+      ['SubTaskSending', { ...ref, serviceId }],
+      ['SubTaskSent', { ...ref, serviceId, providerMessageId: 'pm-1', sentAt: at(1_000) }],
+      [
+        'SubTaskProgressed',
+        {
+          ...ref,
+          from: 'sent',
+          to: 'delivered',
+          mailEvent: 'delivered',
+          eventLogId: uuidv7(),
+          occurredAt: at(2_000),
+        },
+      ],
+      [
+        'SubTaskProgressed',
+        {
+          ...ref,
+          from: 'delivered',
+          to: 'opened',
+          mailEvent: 'open',
+          eventLogId: uuidv7(),
+          occurredAt: at(3_000),
+        },
+      ],
+    );
+    await one(`task-${taskId}`, ['TaskCancelled', { taskId, cancelledSubTasks: 28 }]);
 
     const before = await snapshot();
     expect(before.sub_tasks).toHaveLength(30);
+    const opened = (
+      before.sub_tasks as { id: string; status: string; delivered_at: Date; opened_at: Date }[]
+    ).find((r) => r.id === sent)!;
+    expect(opened).toMatchObject({
+      status: 'opened',
+      delivered_at: new Date(at(2_000)),
+      opened_at: new Date(at(3_000)),
+    });
     const report = await rebuildReadModels(db, store, 7);
     expect(report.events).toBeGreaterThan(40);
     expect(await snapshot()).toEqual(before);

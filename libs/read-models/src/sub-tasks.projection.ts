@@ -122,14 +122,18 @@ export const subTasksProjection: Projection = {
   tables: ['sub_tasks'],
   handles: SUB_TASK_EVENT_TYPES,
   async apply(tx: EntityManager, events: readonly DomainEvent[]) {
-    // Consecutive events of one type go in one statement; order across types is kept.
+    // Consecutive events of one type go in one statement, and order is kept. An UPDATE … FROM
+    // applies only one row per target, so a sub-task met twice starts a new statement.
     let run: SubTaskEvent[] = [];
+    let ids = new Set<string>();
     for (const event of events as SubTaskEvent[]) {
-      if (run.length && run[0].type !== event.type) {
+      if (run.length && (run[0].type !== event.type || ids.has(event.data.subTaskId))) {
         await applyRun(tx, run[0].type, run);
         run = [];
+        ids = new Set();
       }
       run.push(event);
+      ids.add(event.data.subTaskId);
     }
     if (run.length) await applyRun(tx, run[0].type, run);
   },

@@ -9,7 +9,7 @@ import { JsonLogger, Metrics } from '@edm/observability';
 import { EventBusSubscriber } from '@edm/platform';
 import { createMailSender, isProvider, MailSender } from '@edm/providers';
 import { DispatchService } from './lease-sub-tasks';
-import { PostgresSandboxMailbox } from './postgres-sandbox-mailbox';
+import { PostgresSandboxMailbox, SandboxMailboxWriter } from './postgres-sandbox-mailbox';
 import { reclaimLeases, startDueTasks } from '@edm/workflows';
 import { ServiceLoop } from './service-loop';
 
@@ -38,6 +38,7 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
   private readonly loops = new Map<string, ServiceLoop>();
   private readonly senders = new Map<string, { updatedAt: number; sender: MailSender }>();
   private reaper?: NodeJS.Timeout;
+  private readonly mailbox: SandboxMailboxWriter;
   private stopping = false;
   private readonly sends;
   private readonly restarts;
@@ -51,6 +52,7 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     metrics: Metrics,
   ) {
+    this.mailbox = new SandboxMailboxWriter(dataSource);
     this.sends = metrics.counter('edm_dispatch_sends_total', 'Sends by service and outcome.', [
       'service',
       'provider',
@@ -172,7 +174,7 @@ export class DispatcherService implements OnApplicationBootstrap, BeforeApplicat
         : service.options;
     const sender = createMailSender(service.provider, credentials, options, {
       sandbox: {
-        mailbox: new PostgresSandboxMailbox(this.dataSource, service.id),
+        mailbox: new PostgresSandboxMailbox(this.mailbox, service.id),
         onCallbackFailure: (failure) =>
           this.logger.event('warn', 'sandbox callback given up', {
             serviceId: service.id,

@@ -1,36 +1,97 @@
 import { DataSource } from 'typeorm';
-import { OutgoingMail, SandboxAcceptance, SandboxMailbox } from '@edm/providers';
 import { uuidv7 } from '@edm/event-store';
+import { OutgoingMail, SandboxAcceptance, SandboxMailbox } from '@edm/providers';
+
+interface Acceptance {
+  key: string;
+  messageId: string;
+  serviceId: string;
+  mail: OutgoingMail;
+  /** When the "provider" got the request, as a real provider's clock would see it. */
+  receivedAt: Date;
+  resolve: (acceptance: SandboxAcceptance) => void;
+  reject: (error: unknown) => void;
+}
 
 /**
- * The sandbox provider's mailbox, shared by every dispatcher replica: one row per idempotency
- * key, so a resent sub-task is answered with its first acceptance and never delivered twice.
+ * The sandbox provider's "remote" mailbox, shared by every dispatcher replica: one row per
+ * idempotency key, so a resent sub-task is answered with its first acceptance and never
+ * delivered twice. Acceptances arriving together are written in one statement (group commit),
+ * as a real provider's intake would: the sandbox must not be the bottleneck of a load test.
  */
+export class SandboxMailboxWriter {
+  private queue: Acceptance[] = [];
+  private flushing = false;
+
+  constructor(private readonly dataSource: DataSource) {}
+
+  accept(serviceId: string, mail: OutgoingMail): Promise<SandboxAcceptance> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({
+        key: mail.idempotencyKey,
+        messageId: `sandbox-${uuidv7()}`,
+        serviceId,
+        mail,
+        receivedAt: new Date(),
+        resolve,
+        reject,
+      });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, 500);
+      // One statement cannot upsert a key twice: a repeated key waits for the next round.
+      const seen = new Set<string>();
+      const now: Acceptance[] = [];
+      for (const a of batch) {
+        if (seen.has(a.key)) this.queue.push(a);
+        else {
+          seen.add(a.key);
+          now.push(a);
+        }
+      }
+      try {
+        const rows: { idempotency_key: string; provider_message_id: string; accepts: number }[] =
+          await this.dataSource.query(
+            `INSERT INTO sandbox_messages (idempotency_key, provider_message_id, service_id, tracking_id, recipient, subject, headers, accepted_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])
+           ON CONFLICT (idempotency_key) DO UPDATE SET accepts = sandbox_messages.accepts + 1
+           RETURNING idempotency_key, provider_message_id, accepts`,
+            [
+              now.map((a) => a.key),
+              now.map((a) => a.messageId),
+              now.map((a) => a.serviceId),
+              now.map((a) => a.mail.trackingId),
+              now.map((a) => a.mail.to.email),
+              now.map((a) => a.mail.subject),
+              now.map((a) => JSON.stringify(a.mail.headers)),
+              now.map((a) => a.receivedAt),
+            ],
+          );
+        const byKey = new Map(rows.map((r) => [r.idempotency_key, r]));
+        for (const a of now) {
+          const row = byKey.get(a.key)!;
+          a.resolve({ providerMessageId: row.provider_message_id, duplicate: row.accepts > 1 });
+        }
+      } catch (error) {
+        now.forEach((a) => a.reject(error));
+      }
+    }
+    this.flushing = false;
+  }
+}
+
 export class PostgresSandboxMailbox implements SandboxMailbox {
   constructor(
-    private readonly dataSource: DataSource,
+    private readonly writer: SandboxMailboxWriter,
     private readonly serviceId: string,
   ) {}
 
-  async accept(mail: OutgoingMail): Promise<SandboxAcceptance> {
-    const [row]: { provider_message_id: string; accepts: number }[] = await this.dataSource.query(
-      `INSERT INTO sandbox_messages (idempotency_key, provider_message_id, service_id, tracking_id, recipient, subject, headers, accepted_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-       ON CONFLICT (idempotency_key) DO UPDATE SET accepts = sandbox_messages.accepts + 1
-       RETURNING provider_message_id, accepts`,
-      [
-        mail.idempotencyKey,
-        `sandbox-${uuidv7()}`,
-        this.serviceId,
-        mail.trackingId,
-        mail.to.email,
-        mail.subject,
-        JSON.stringify(mail.headers),
-        // When the "provider" got the request, as a real provider's clock would see it, not
-        // when its bookkeeping row reached the database.
-        new Date(),
-      ],
-    );
-    return { providerMessageId: row.provider_message_id, duplicate: row.accepts > 1 };
+  accept(mail: OutgoingMail): Promise<SandboxAcceptance> {
+    return this.writer.accept(this.serviceId, mail);
   }
 }

@@ -48,6 +48,7 @@ export class ServiceLoop {
   /** Requests of this loop start one after another, in slot order, never closer than the pace. */
   private gate: Promise<void> = Promise.resolve();
   private lastRequestAt = 0;
+  private woken = false;
   private readonly linkKey: Buffer;
 
   constructor(
@@ -75,7 +76,9 @@ export class ServiceLoop {
     await Promise.allSettled([...this.inFlight]);
   }
 
+  /** A wake-up that finds the loop busy is kept, so its next sleep returns at once. */
   wake(): void {
+    this.woken = true;
     this.wakeUp?.();
   }
 
@@ -208,23 +211,38 @@ export class ServiceLoop {
     if (results.some((r) => r.decision.event.type === 'SubTaskSent')) this.probing = false;
     const freezeUntil = (count: number) =>
       new Date(Date.now() + config.DISPATCH_FREEZE_COOLDOWN_MS * 2 ** Math.min(count, 6));
-    await dataSource.transaction((tx) =>
-      recordOutcomes(
-        tx,
-        store,
-        service,
-        results,
-        freezeUntil,
-        this.deps.meta(),
-        this.deps.owner,
-        (subTaskId, outcome, status) =>
-          this.deps.log('warn', 'outcome of a lease no longer held was dropped', {
-            subTaskId,
-            outcome,
-            status,
-          }),
-      ),
-    );
+    // The outcomes are known only here: a passing database error must not lose them to the
+    // reaper (which could only call them unknown), so recording is retried a few times.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await dataSource.transaction((tx) =>
+          recordOutcomes(
+            tx,
+            store,
+            service,
+            results,
+            freezeUntil,
+            this.deps.meta(),
+            this.deps.owner,
+            (subTaskId, outcome, status) =>
+              this.deps.log('warn', 'outcome of a lease no longer held was dropped', {
+                subTaskId,
+                outcome,
+                status,
+              }),
+          ),
+        );
+        return;
+      } catch (error) {
+        if (attempt >= 4) throw error;
+        this.deps.log('warn', 'recording send outcomes failed; retrying', {
+          serviceId: service.id,
+          attempt,
+          error: String(error),
+        });
+        await new Promise((resolve) => setTimeout(resolve, 250 * 3 ** (attempt - 1)));
+      }
+    }
   }
 
   /**
@@ -277,13 +295,22 @@ export class ServiceLoop {
   }
 
   private sleep(ms: number, wakeable = true): Promise<void> {
+    if (wakeable && this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
         resolve();
       }
-      if (wakeable || !this.running) this.wakeUp = done;
+      if (wakeable || !this.running) {
+        this.wakeUp = () => {
+          this.woken = false;
+          done();
+        };
+      }
     });
   }
 }

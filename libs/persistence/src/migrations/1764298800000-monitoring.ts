@@ -35,7 +35,9 @@ export class Monitoring1764298800000 implements MigrationInterface {
         last_error text,
         created_at timestamptz NOT NULL DEFAULT clock_timestamp()
       )`);
-    await q.query(`CREATE INDEX alert_notifications_due ON alert_notifications (next_attempt_at) WHERE delivered_at IS NULL`);
+    await q.query(
+      `CREATE INDEX alert_notifications_due ON alert_notifications (next_attempt_at) WHERE delivered_at IS NULL`,
+    );
     // What the monitor learns from the event stream (idempotent upserts, latest wins).
     await q.query(`
       CREATE TABLE monitor_service_state (
@@ -52,6 +54,7 @@ export class Monitoring1764298800000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    for (const table of ['monitor_task_state', 'monitor_service_state', 'alert_notifications', 'alerts']) await q.query(`DROP TABLE ${table}`);
+    for (const table of ['monitor_task_state', 'monitor_service_state', 'alert_notifications', 'alerts'])
+      await q.query(`DROP TABLE ${table}`);
   }
 }
