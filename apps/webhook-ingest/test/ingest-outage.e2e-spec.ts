@@ -106,6 +106,8 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
     const codes: Record<string, number | null | string> = {};
     const stop = async (name: string, service?: ServiceProcess) => {
       if (!service) return;
+      // A process that died during the test was reported by the test itself.
+      const alreadyExited = service.process.exitCode !== null || service.process.signalCode !== null;
       let timer: NodeJS.Timeout | undefined;
       const code = await Promise.race([
         service.stop(),
@@ -113,10 +115,11 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
       ]);
       clearTimeout(timer);
       if (code === 'timeout') await service.kill();
+      if (alreadyExited) return;
       codes[name] = code;
       if (code !== 0)
         process.stderr.write(
-          `${name} exited with ${code}; output (tail):\n${service.output().split('\n').slice(-30).join('\n')}\n`,
+          `${name} exited with ${code}; output (tail):\n${service.output().split('\n').slice(-150).join('\n')}\n`,
         );
     };
     try {
@@ -134,6 +137,20 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
     // Both went through the outage; both must still shut down cleanly.
     expect(codes).toEqual(Object.fromEntries(Object.keys(codes).map((name) => [name, 0])));
   }, 120_000);
+
+  /** Fails at once, with the crash from its output, if webhook-ingest is no longer running. */
+  const assertIngestRunning = () => {
+    if (!ingestExit) return;
+    const output = ingest.output();
+    const crash = output.indexOf("Unhandled 'error' event");
+    const excerpt = (crash >= 0 ? output.slice(crash) : output.slice(-1_500))
+      .split('\n')
+      .slice(0, 12)
+      .join('\n');
+    throw new Error(
+      `webhook-ingest exited (code ${ingestExit.code}, signal ${ingestExit.signal}) during the burst:\n${excerpt}`,
+    );
+  };
 
   /** What the suite saw and what the ingest process and the database were doing, for a failure. */
   const diagnose = async (seen: {
@@ -195,7 +212,7 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
         },
         null,
         2,
-      )}\nwebhook-ingest output (tail):\n${ingest.output().split('\n').slice(-40).join('\n')}\n`,
+      )}\nwebhook-ingest output (tail):\n${ingest.output().split('\n').slice(-150).join('\n')}\n`,
     );
   };
 
@@ -268,15 +285,19 @@ describe('webhook-ingest through a Postgres outage (e2e)', () => {
       await pg.stop();
       stopDone = Date.now();
       await sleep(OUTAGE_MS);
+      assertIngestRunning();
 
       startBegin = Date.now();
       await pg.start();
       startDone = Date.now();
-      const firstAfter = await eventually(
-        'a 200 for a request sent after Postgres came back',
-        async () => answers.find((a) => a.sentAt >= startDone && a.status === 200),
-        RECOVERY_LIMIT_MS,
-      );
+      const recoveryDeadline = Date.now() + RECOVERY_LIMIT_MS;
+      let firstAfter: Answer | undefined;
+      while (!(firstAfter = answers.find((a) => a.sentAt >= startDone && a.status === 200))) {
+        assertIngestRunning();
+        if (Date.now() > recoveryDeadline)
+          throw new Error(`no 200 within ${RECOVERY_LIMIT_MS} ms of Postgres accepting connections again`);
+        await sleep(50);
+      }
       recoveredAt = firstAfter.answeredAt;
       await sleep(BURST_AFTER_RECOVERY_MS);
     } catch (error) {
