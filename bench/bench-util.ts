@@ -168,3 +168,82 @@ export function clockTicks(): number {
     return 100;
   }
 }
+
+/** The figure `runPgbench` reports: the `tps = …` line of pgbench's output, parsed. */
+export interface PgbenchResult {
+  tps: number;
+  /** The `tps = …` line as pgbench printed it. */
+  line: string;
+  version: string;
+  /** Failed transactions pgbench reported (0 when it printed none). */
+  failed: number;
+}
+
+/**
+ * Runs pgbench against a scratch database on the Postgres of `adminUrl` (a URL to its
+ * `postgres` database): CREATE DATABASE, `pgbench -i -s <scale> -q` (not timed), then
+ * `pgbench <runArgs>`; the database is dropped afterwards, also when pgbench fails. While it
+ * exists its name is in `track`, so a watchdog's cleanup can drop it too.
+ */
+export async function runPgbench(options: {
+  adminUrl: string;
+  pgbench: string;
+  scale: number;
+  runArgs: readonly string[];
+  track: Set<string>;
+  timeoutMs: number;
+}): Promise<PgbenchResult> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { randomBytes } = await import('node:crypto');
+  const { Client } = await import('pg');
+  const run = promisify(execFile);
+  const url = new URL(options.adminUrl);
+  const connection = [
+    '-h',
+    url.hostname,
+    '-p',
+    url.port || '5432',
+    '-U',
+    decodeURIComponent(url.username || 'postgres'),
+  ];
+  const execOptions = {
+    env: { ...process.env, ...(url.password ? { PGPASSWORD: decodeURIComponent(url.password) } : {}) },
+    maxBuffer: 16 * 2 ** 20,
+  };
+  const admin = async (sql: string) => {
+    const client = new Client({ connectionString: options.adminUrl });
+    await client.connect();
+    try {
+      await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  const { stdout: version } = await run(options.pgbench, ['--version'], { ...execOptions, timeout: 10_000 });
+  const name = `bench_pgbench_${randomBytes(4).toString('hex')}`;
+  await admin(`CREATE DATABASE "${name}"`);
+  options.track.add(name);
+  try {
+    await run(options.pgbench, ['-i', '-s', String(options.scale), '-q', ...connection, name], {
+      ...execOptions,
+      timeout: options.timeoutMs,
+    });
+    const { stdout } = await run(options.pgbench, [...options.runArgs, ...connection, name], {
+      ...execOptions,
+      timeout: options.timeoutMs,
+    });
+    const match = /^tps = ([\d.]+)(.*)$/m.exec(stdout);
+    if (!match) throw new Error(`no tps line in pgbench's output:\n${stdout}`);
+    const failed = /number of failed transactions: (\d+)/.exec(stdout);
+    return {
+      tps: Number(match[1]),
+      line: match[0].trim(),
+      version: version.trim(),
+      failed: failed ? Number(failed[1]) : 0,
+    };
+  } finally {
+    await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    options.track.delete(name);
+  }
+}

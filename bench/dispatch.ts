@@ -34,6 +34,12 @@
  *    divided by the configured interval, and the smallest gap. Goal: ratio in 1.00..1.05 and the
  *    smallest gap >= the configured interval.
  *
+ * The machine may be shared: for each timed window the bench adds up the CPU time that processes
+ * outside its own process tree used (other programs, Postgres backends of other databases; read
+ * from /proc, a lower bound) and says so when that exceeds 5% of the cores' time. It also samples
+ * what the environment's Postgres backends wait on during the throughput runs, and warns when
+ * dist/ was rebuilt while it ran.
+ *
  * Prints each figure beside its baseline and goal. A miss is printed, never an exit code; the
  * exit code is 1 only when something breaks (a failed request, a wrong count, a timeout) or 2 when
  * the watchdog fires. Only 127.0.0.1 traffic; bounded by a watchdog; cleans up after itself
@@ -151,6 +157,7 @@ function closeCpuWindow(window: CpuWindow): void {
   }
   const foreignSeconds = [...foreign.values()].reduce((a, b) => a + b, 0);
   const top = [...foreign]
+    .filter(([, cpu]) => cpu >= 1)
     .sort((a, b) => b[1] - a[1])
     .slice(0, 3)
     .map(([command, cpu]) => `${cpu.toFixed(1)} s ${command}`);
@@ -162,7 +169,7 @@ function closeCpuWindow(window: CpuWindow): void {
   );
   if (foreignSeconds > 0.05 * available)
     observations.push(
-      `${window.label}: other processes used >= ${foreignSeconds.toFixed(1)} of ${available.toFixed(0)} CPU-seconds (${((100 * foreignSeconds) / available).toFixed(0)}%): ${top.join('; ')}; the figure is depressed by that much or more`,
+      `${window.label}: other processes used >= ${foreignSeconds.toFixed(1)} of ${available.toFixed(0)} CPU-seconds (${((100 * foreignSeconds) / available).toFixed(0)}%): ${top.join('; ')}; the figure may be depressed by it`,
     );
 }
 
@@ -515,6 +522,7 @@ async function throughputRun(
   let lastSample = 0;
   let samples = 0;
   const waits = new Map<string, number>();
+  const lockWaits = new Map<string, number>();
   let completedAt: number | undefined;
   try {
     await waitFor(
@@ -527,13 +535,18 @@ async function throughputRun(
           lastSample = now();
           samples += 1;
           const { rows } = await database().query(
-            `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait, count(*)::int AS n
+            `SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait,
+                    CASE WHEN wait_event_type = 'Lock' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 60) END AS query,
+                    count(*)::int AS n
                FROM pg_stat_activity
               WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()
                 AND backend_type = 'client backend'
-              GROUP BY 1`,
+              GROUP BY 1, 2`,
           );
-          for (const r of rows) waits.set(r.wait, (waits.get(r.wait) ?? 0) + r.n);
+          for (const r of rows) {
+            waits.set(r.wait, (waits.get(r.wait) ?? 0) + r.n);
+            if (r.query) lockWaits.set(r.query, (lockWaits.get(r.query) ?? 0) + r.n);
+          }
         }
         if (now() - lastProgress >= 10_000) {
           lastProgress = now();
@@ -561,6 +574,14 @@ async function throughputRun(
     .map(([wait, n]) => `${wait} ${(n / Math.max(1, samples)).toFixed(1)}`)
     .join(', ');
   log(`  busy backends of the environment, mean per 1 s sample (${samples} samples): ${waitProfile}`);
+  if (lockWaits.size)
+    log(
+      `  waiting for a lock, by statement (backends summed over the samples): ${[...lockWaits]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 4)
+        .map(([query, n]) => `${n}x "${query}"`)
+        .join('; ')}`,
+    );
 
   const answer = await call('GET', `/api/v1/tasks/${task.id}`, t.key);
   const counts = answer.counts as Record<string, number>;

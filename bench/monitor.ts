@@ -168,7 +168,7 @@ async function main(): Promise<void> {
         )) ?? NaN) + THRESHOLDS.stall,
     });
 
-    const stuckService = await service('stuck', { latencyMs: 120_000 });
+    const stuckService = await service('stuck', { latencyMs: 55_000 });
     const stuck = await task('stuck', 2, [stuckService]);
     await waitFor(
       'stuck sends in flight',
