@@ -102,7 +102,7 @@ export async function recordOutcomes(
     }
   }
   // A success resets the tally (and the freeze back-off); failures after it add up.
-  const [runtime] = await tx
+  const [runtime = { frozen_count: 0 }] = await tx
     .query(
       `UPDATE service_runtime
         SET consecutive_failures = CASE WHEN $2::int = 0 THEN 0 ELSE consecutive_failures + $2::int END,
@@ -110,6 +110,10 @@ export async function recordOutcomes(
             last_error = coalesce($3, last_error),
             last_sent_at = CASE WHEN $4 THEN clock_timestamp() ELSE last_sent_at END
       WHERE service_id = $1
+        -- The row is the service's hot spot (every lease locks it): a healthy batch that would only
+        -- move last_sent_at by less than a second leaves it alone, and waits for no lock.
+        AND ($2::int > 0 OR consecutive_failures <> 0 OR frozen_count <> 0
+             OR ($4 AND (last_sent_at IS NULL OR last_sent_at < clock_timestamp() - interval '1 second')))
       RETURNING frozen_count`,
       [service.id, failures ?? 0, lastError, lastSent],
     )
