@@ -40,7 +40,8 @@ interface PendingMailEvent {
   received_at: Date;
 }
 
-const BATCH = 200;
+/** Rows a worker claims at once: small, so that concurrent workers share a burst. */
+const BATCH = 50;
 
 /**
  * Turns stored requests into provider events (deduplicated), then matches each to its sub-task
@@ -50,8 +51,8 @@ const BATCH = 200;
 @Injectable()
 export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private running = false;
-  private loop?: Promise<void>;
-  private wakeUp?: () => void;
+  private loops: Promise<void>[] = [];
+  private readonly sleepers = new Set<() => void>();
   private readonly events;
   private readonly strategyErrors;
 
@@ -82,17 +83,19 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       if (event.type === 'SubTaskSent') this.wake();
     });
     this.running = true;
-    this.loop = this.run();
+    // Several workers: each event is a chain of round trips, so one loop leaves the database
+    // idle; rows are claimed with SKIP LOCKED, so workers never take the same one.
+    this.loops = Array.from({ length: this.config.INGEST_WORKERS }, () => this.run());
   }
 
   async beforeApplicationShutdown(): Promise<void> {
     this.running = false;
     this.wake();
-    await this.loop;
+    await Promise.all(this.loops);
   }
 
   wake(): void {
-    this.wakeUp?.();
+    for (const wake of this.sleepers) wake();
   }
 
   /** One pass: parse what was stored, then match what is due. Returns whether it did anything. */
@@ -112,12 +115,13 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       }
       if (!worked && this.running) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, this.config.INGEST_POLL_INTERVAL_MS);
-          function done() {
+          const done = () => {
             clearTimeout(timer);
+            this.sleepers.delete(done);
             resolve();
-          }
-          this.wakeUp = done;
+          };
+          const timer = setTimeout(done, this.config.INGEST_POLL_INTERVAL_MS);
+          this.sleepers.add(done);
         });
       }
     }
