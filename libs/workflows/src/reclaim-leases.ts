@@ -106,13 +106,12 @@ export async function startDueTasks(
     `SELECT id FROM tasks WHERE status = 'scheduled' AND scheduled_at <= now() ORDER BY scheduled_at LIMIT 100 FOR UPDATE SKIP LOCKED`,
   );
   for (const { id } of due) {
-    const version = await store.currentVersion(tx, `task-${id}`);
     await store.append(
       tx,
       [
         {
           streamId: `task-${id}`,
-          expectedVersion: version,
+          expectedVersion: 'any',
           events: [newEvent('TaskStarted', { taskId: id })],
         },
       ],

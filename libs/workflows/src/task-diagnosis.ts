@@ -239,13 +239,12 @@ export async function repairTask(
     [taskId],
   );
   if (released || retried.length) {
-    const version = await store.currentVersion(tx, `task-${taskId}`);
     await store.append(
       tx,
       [
         {
           streamId: `task-${taskId}`,
-          expectedVersion: version,
+          expectedVersion: 'any',
           events: [
             newEvent('TaskRepaired', {
               taskId,

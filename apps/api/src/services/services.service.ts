@@ -125,10 +125,9 @@ export class ServicesService {
   }
 
   private async appendTo(principal: Principal, id: string, events: NewEvent[]) {
-    await retryOnConflict(async () => {
-      const version = await this.store.currentVersion(this.dataSource.manager, `service-${id}`);
-      await this.store.appendToStream(`service-${id}`, version, events, commandMetadata(principal));
-    });
+    await retryOnConflict(() =>
+      this.store.appendToStream(`service-${id}`, 'any', events, commandMetadata(principal)),
+    );
   }
 
   private validateProviderConfig(

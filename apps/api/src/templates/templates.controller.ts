@@ -81,15 +81,14 @@ export class TemplatesController {
     @Body(new ZodPipe(updateTemplateSchema)) body: z.infer<typeof updateTemplateSchema>,
   ) {
     await this.get(p, id);
-    await retryOnConflict(async () => {
-      const version = await this.store.currentVersion(this.dataSource.manager, `template-${id}`);
-      await this.store.appendToStream(
+    await retryOnConflict(() =>
+      this.store.appendToStream(
         `template-${id}`,
-        version,
+        'any',
         [newEvent('TemplateUpdated', { templateId: id, changes: body })],
         commandMetadata(p),
-      );
-    });
+      ),
+    );
     return this.get(p, id);
   }
 }

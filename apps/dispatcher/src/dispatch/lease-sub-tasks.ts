@@ -194,13 +194,12 @@ async function noteQuotaExhausted(
   await tx.query(`UPDATE service_runtime SET quota_exhausted_at = clock_timestamp() WHERE service_id = $1`, [
     service.id,
   ]);
-  const version = await store.currentVersion(tx, `service-${service.id}`);
   await store.append(
     tx,
     [
       {
         streamId: `service-${service.id}`,
-        expectedVersion: version,
+        expectedVersion: 'any',
         events: [
           newEvent('ServiceQuotaExhausted', {
             serviceId: service.id,

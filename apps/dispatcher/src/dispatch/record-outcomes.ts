@@ -126,13 +126,12 @@ export async function recordOutcomes(
       service.id,
     ]);
     if (current.status === 'active') {
-      const version = await store.currentVersion(tx, `service-${service.id}`);
       await store.append(
         tx,
         [
           {
             streamId: `service-${service.id}`,
-            expectedVersion: version,
+            expectedVersion: 'any',
             events: [
               newEvent('ServiceFrozen', {
                 serviceId: service.id,

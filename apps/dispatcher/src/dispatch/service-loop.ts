@@ -269,13 +269,12 @@ export class ServiceLoop {
         [this.serviceId],
       );
       if (row?.status !== 'frozen' || !row.frozen_until || row.frozen_until > new Date()) return false;
-      const version = await this.deps.store.currentVersion(tx, `service-${this.serviceId}`);
       await this.deps.store.append(
         tx,
         [
           {
             streamId: `service-${this.serviceId}`,
-            expectedVersion: version,
+            expectedVersion: 'any',
             events: [
               newEvent('ServiceUnfrozen', {
                 serviceId: this.serviceId,
