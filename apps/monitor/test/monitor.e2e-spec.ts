@@ -86,6 +86,25 @@ describe('monitor (e2e)', () => {
       30_000,
       200,
     );
+  const ingestEnv = () => ({
+    ...env.env,
+    INGEST_POLL_INTERVAL_MS: '200',
+    INGEST_UNMATCHED_MAX_AGE_MS: '2000',
+  });
+  const completed = (taskId: string) =>
+    eventually(
+      'task completed',
+      async () => (await call('GET', `/api/v1/tasks/${taskId}`)).status === 'completed',
+      30_000,
+      200,
+    );
+  const raisedSince = async (kind: string, subject: string, since: Date) =>
+    (
+      await db.query(
+        `SELECT count(*)::int AS n FROM alerts WHERE kind = $1 AND subject = $2 AND first_seen_at >= $3`,
+        [kind, subject, since],
+      )
+    ).rows[0].n as number;
   const dispatcherEnv = (extra: Record<string, string> = {}) => ({
     ...env.env,
     TRACKING_BASE_URL: ingest.url,
@@ -113,7 +132,7 @@ describe('monitor (e2e)', () => {
     await new Promise<void>((ok) => sink.listen(0, '127.0.0.1', () => ok()));
     env = await createTestEnvironment('monitor');
     api = await startService('api', env.env);
-    ingest = await startService('webhook-ingest', { ...env.env, INGEST_POLL_INTERVAL_MS: '200' });
+    ingest = await startService('webhook-ingest', ingestEnv());
     monitor = await startService('monitor', {
       ...env.env,
       MONITOR_INTERVAL_MS: '300',
@@ -121,6 +140,10 @@ describe('monitor (e2e)', () => {
       MONITOR_WEBHOOK_GRACE_MS: '1500',
       MONITOR_SERVICE_FAILURES: '3',
       MONITOR_NOTIFY_COOLDOWN_MS: '3000',
+      MONITOR_TASK_STALL_MS: '3000',
+      MONITOR_UNMATCHED_MIN_EVENTS: '10',
+      MONITOR_UNMATCHED_RATIO: '0.5',
+      MONITOR_CONSUMER_LAG_EVENTS: '50',
       MONITOR_ALERT_WEBHOOK_URL: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/hook`,
     });
     dispatchers.push(await startService('dispatcher', dispatcherEnv()));
@@ -208,6 +231,27 @@ describe('monitor (e2e)', () => {
     expect(await alerts('webhook-silence', `service:${quiet}`)).toHaveLength(1);
   });
 
+  it('hears a service through the generic EngageLab path too: a matched callback there ends its webhook silence', async () => {
+    const quiet = await sandbox('quiet-engagelab');
+    const taskId = await task('quiet-el', 1, [quiet]);
+    await completed(taskId);
+    await firing('webhook-silence', `service:${quiet}`);
+    const { rows } = await db.query(`SELECT tracking_id, email FROM sub_tasks WHERE task_id = $1`, [taskId]);
+    const answer = await fetch(`${ingest.url}/api/webhooks/mail-event`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        server: 'email',
+        message_id: `el-${rows[0].tracking_id}`,
+        itime: Date.now(),
+        status: { message_status: 'delivered', status_data: { tos: [rows[0].email] } },
+        custom_args: { edm_tracking_id: rows[0].tracking_id },
+      }),
+    });
+    expect(answer.status).toBe(200);
+    await resolved('webhook-silence', `service:${quiet}`);
+  });
+
   it('releases sub-tasks stuck under a dead dispatcher, which are then sent exactly once', async () => {
     await Promise.all(dispatchers.splice(0).map((d) => d.stop()));
     const victim = await startService('dispatcher', dispatcherEnv());
@@ -251,15 +295,28 @@ describe('monitor (e2e)', () => {
     expect(released.rows[0].n).toBeGreaterThan(0);
   }, 90_000);
 
-  it('raises service-failing and quota-exhausted on real conditions', async () => {
+  it('raises service-failing and quota-exhausted on real conditions, and resolves them when the conditions clear', async () => {
     const failing = await sandbox('failing', { transientRate: 1 });
     const failTask = await task('failing', 3, [failing]);
     await firing('service-failing', `service:${failing}`);
-    await call('POST', `/api/v1/tasks/${failTask}/cancel`);
+    await call('PATCH', `/api/v1/services/${failing}`, {
+      options: { latencyMs: 0, callbacks: { delivered: 0 } },
+    });
+    await completed(failTask);
+    await resolved('service-failing', `service:${failing}`);
+
     const limited = await sandbox('limited', {}, { dailyQuota: 2 });
-    await task('limited', 4, [limited]);
+    const limitedTask = await task('limited', 4, [limited]);
     await firing('service-quota-exhausted', `service:${limited}`);
-  });
+    expect(
+      await db.query(`SELECT count(*)::int AS n FROM sub_tasks WHERE task_id = $1 AND status = 'sent'`, [
+        limitedTask,
+      ]),
+    ).toMatchObject({ rows: [{ n: 2 }] });
+    await call('PATCH', `/api/v1/services/${limited}`, { dailyQuota: 10 });
+    await completed(limitedTask);
+    await resolved('service-quota-exhausted', `service:${limited}`);
+  }, 60_000);
 
   it('retries the HTTP sink until it answers and repeats a firing alert after the cool-down', async () => {
     const before = delivered.length;
@@ -324,6 +381,54 @@ describe('monitor (e2e)', () => {
     expect(after.verdict).toBe('completed: 20 sent, 0 failed, 0 unknown, 0 skipped');
     expect(await call('POST', `/api/v1/tasks/${taskId}/repair`)).toMatchObject({ changed: false });
   });
+
+  it('calls a task stalled while no dispatcher runs, and resolves once sending moves again', async () => {
+    await Promise.all(dispatchers.splice(0).map((d) => d.stop()));
+    const since = new Date();
+    const idle = await sandbox('idle');
+    const taskId = await task('stalled', 3, [idle]);
+    await firing('task-stalled', `task:${taskId}`);
+    dispatchers.push(await startService('dispatcher', dispatcherEnv()));
+    await completed(taskId);
+    await resolved('task-stalled', `task:${taskId}`);
+    expect(await raisedSince('task-stalled', `task:${taskId}`, since)).toBe(1);
+  }, 60_000);
+
+  it('raises the unmatched-webhook ratio when callbacks name nothing we sent, and resolves when matched ones outweigh them', async () => {
+    const since = new Date();
+    const talkative = await sandbox('talkative', { callbacks: { delivered: 1 }, callbackDelayMs: 0 });
+    const answer = await fetch(`${ingest.url}/api/webhooks/sandbox/${talkative}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        events: Array.from({ length: 12 }, (_, i) => ({
+          eventId: `stranger-${i}`,
+          type: 'delivered',
+          trackingId: `no-such-mail-${i}`,
+          email: `stranger-${i}@example.com`,
+          timestamp: Date.now(),
+        })),
+      }),
+    });
+    expect(answer.status).toBe(200);
+    await firing('webhook-unmatched-ratio', 'system');
+    const taskId = await task('talkative', 20, [talkative]);
+    await completed(taskId);
+    await resolved('webhook-unmatched-ratio', 'system');
+    expect(await raisedSince('webhook-unmatched-ratio', 'system', since)).toBe(1);
+  }, 60_000);
+
+  it('raises consumer lag while webhook-ingest is down and events pile up for it, and resolves when it catches up', async () => {
+    const since = new Date();
+    await ingest.stop();
+    const busy = await sandbox('busy', { callbacks: { delivered: 0 } }, { pace: { intervalMs: 1 } });
+    const taskId = await task('busy', 60, [busy]);
+    await completed(taskId);
+    await firing('consumer-lag', 'consumer:webhook-ingest');
+    ingest = await startService('webhook-ingest', ingestEnv(), { port: ingest.port });
+    await resolved('consumer-lag', 'consumer:webhook-ingest');
+    expect(await raisedSince('consumer-lag', 'consumer:webhook-ingest', since)).toBe(1);
+  }, 60_000);
 
   it('keeps at most one firing alert per kind and subject', async () => {
     const { rows } = await db.query(

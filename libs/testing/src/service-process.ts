@@ -32,13 +32,16 @@ export const freePort = (): Promise<number> =>
     });
   });
 
-/** Runs a built app (dist/) as a child process and waits until /health/ready answers 200. */
+/**
+ * Runs a built app (dist/) as a child process and waits until /health/ready answers 200. Pass the
+ * `port` of a stopped instance to bring it back where its callers expect it.
+ */
 export async function startService(
   app: AppName,
   env: Record<string, string>,
-  { waitReady = true } = {},
+  { waitReady = true, port: fixedPort }: { waitReady?: boolean; port?: number } = {},
 ): Promise<ServiceProcess> {
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const main = resolve(__dirname, '../../../dist/apps', app, 'src/main.js');
   const child = spawn(process.execPath, [main], {
     env: { PATH: process.env.PATH ?? '', ...env, [PORT_VARIABLE[app]]: String(port) },

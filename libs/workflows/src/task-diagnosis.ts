@@ -3,6 +3,7 @@ import { EventMetadata, newEvent } from '@edm/events';
 import { EventStore } from '@edm/event-store';
 import { completeTasksIfDone } from './complete-tasks';
 import { reclaimLeases } from './reclaim-leases';
+import { QUOTA_EXHAUSTED_SQL, QUOTA_USED_SQL } from './service-quota';
 
 export interface DiagnosisThresholds {
   stuckLeaseMs: number;
@@ -48,7 +49,7 @@ export async function diagnoseTask(tx: EntityManager, taskId: string, thresholds
   const services: ServiceState[] = (
     await tx.query(
       `SELECT s.id, s.name, s.provider, s.status, s.status_reason, s.frozen_until, s.pace, s.daily_quota,
-              r.quota_used, r.quota_exhausted_at, r.quota_window_start, r.consecutive_failures, r.last_error, r.last_sent_at,
+              ${QUOTA_USED_SQL} AS quota_used, ${QUOTA_EXHAUSTED_SQL} AS quota_exhausted, r.consecutive_failures, r.last_error, r.last_sent_at,
               m.last_webhook_at
          FROM sending_services s JOIN service_runtime r ON r.service_id = s.id
          LEFT JOIN monitor_service_state m ON m.service_id = s.id
@@ -67,18 +68,13 @@ export async function diagnoseTask(tx: EntityManager, taskId: string, thresholds
       pace: unknown;
       daily_quota: number | null;
       quota_used: number;
-      quota_exhausted_at: Date | null;
-      quota_window_start: Date;
+      quota_exhausted: boolean;
       consecutive_failures: number;
       last_error: string | null;
       last_sent_at: Date | null;
       last_webhook_at: Date | null;
     }) => {
-      const exhausted =
-        r.daily_quota !== null &&
-        r.quota_used >= r.daily_quota &&
-        !!r.quota_exhausted_at &&
-        r.quota_exhausted_at >= r.quota_window_start;
+      const exhausted = r.quota_exhausted;
       return {
         id: r.id,
         name: r.name,

@@ -1,5 +1,6 @@
 import { EntityManager } from 'typeorm';
 import { AppConfig } from '@edm/config';
+import { QUOTA_EXHAUSTED_SQL } from '@edm/workflows';
 
 export interface AlertCondition {
   kind: string;
@@ -78,14 +79,12 @@ export const serviceHealth: Rule = async ({ tx, config }) => {
     status_reason: string | null;
     frozen_until: Date | null;
     daily_quota: number | null;
-    quota_used: number;
-    quota_exhausted_at: Date | null;
-    quota_window_start: Date;
+    quota_exhausted: boolean;
     consecutive_failures: number;
     last_error: string | null;
   }[] = await tx.query(
     `SELECT s.id, s.account_id, s.name, s.status, s.status_reason, s.frozen_until, s.daily_quota,
-            r.quota_used, r.quota_exhausted_at, r.quota_window_start, r.consecutive_failures, r.last_error
+            ${QUOTA_EXHAUSTED_SQL} AS quota_exhausted, r.consecutive_failures, r.last_error
        FROM sending_services s JOIN service_runtime r ON r.service_id = s.id WHERE s.status <> 'disabled'`,
   );
   const out: AlertCondition[] = [];
@@ -100,12 +99,7 @@ export const serviceHealth: Rule = async ({ tx, config }) => {
         details: { serviceId: r.id, reason: r.status_reason, frozenUntil: r.frozen_until },
       });
     }
-    if (
-      r.daily_quota !== null &&
-      r.quota_used >= r.daily_quota &&
-      r.quota_exhausted_at &&
-      r.quota_exhausted_at >= r.quota_window_start
-    ) {
+    if (r.quota_exhausted) {
       out.push({
         ...base,
         kind: 'service-quota-exhausted',
@@ -140,8 +134,7 @@ export const taskProgress: Rule = async ({ tx, config }) => {
   }[] = await tx.query(
     `SELECT t.id, t.account_id, t.name,
             (SELECT count(*)::int FROM sub_tasks p WHERE p.task_id = t.id AND p.status = 'pending') AS pending,
-            count(s.id) FILTER (WHERE s.status = 'active' AND NOT (s.daily_quota IS NOT NULL AND r.quota_used >= s.daily_quota
-                                 AND r.quota_exhausted_at >= r.quota_window_start))::int AS usable,
+            count(s.id) FILTER (WHERE s.status = 'active' AND NOT ${QUOTA_EXHAUSTED_SQL})::int AS usable,
             string_agg(s.name || ' ' || s.status || coalesce(' (' || s.status_reason || ')', ''), '; ') AS services,
             greatest(t.updated_at, coalesce(m.last_progress_at, t.updated_at)) AS last_progress
        FROM tasks t

@@ -14,6 +14,8 @@ export interface MailEventClues {
 export interface Correlation {
   subTaskId: string;
   taskId: string;
+  /** The service that sent the matched sub-task (null if it was never leased). */
+  serviceId: string | null;
   strategy: Strategy['name'];
 }
 
@@ -42,7 +44,7 @@ export const STRATEGIES: readonly Strategy[] = [
     query: (c) =>
       c.trackingId
         ? {
-            sql: `SELECT id, task_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`,
+            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`,
             params: [c.trackingId],
           }
         : null,
@@ -52,7 +54,7 @@ export const STRATEGIES: readonly Strategy[] = [
     query: (c) =>
       c.providerMessageIds.length
         ? {
-            sql: `SELECT id, task_id FROM sub_tasks WHERE provider_message_id = ANY($1::text[]) AND ($2::text IS NULL OR email = $2) AND ${ACCOUNT}`,
+            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE provider_message_id = ANY($1::text[]) AND ($2::text IS NULL OR email = $2) AND ${ACCOUNT}`,
             params: [c.providerMessageIds, c.recipient],
           }
         : null,
@@ -63,7 +65,10 @@ export const STRATEGIES: readonly Strategy[] = [
     query: (c) => {
       const local = c.headerMessageId?.replace(/^<|>$/g, '').split('@')[0];
       return local
-        ? { sql: `SELECT id, task_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`, params: [local] }
+        ? {
+            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`,
+            params: [local],
+          }
         : null;
     },
   },
@@ -72,7 +77,7 @@ export const STRATEGIES: readonly Strategy[] = [
     query: (c) =>
       c.taskId && UUID.test(c.taskId) && c.recipient
         ? {
-            sql: `SELECT id, task_id FROM sub_tasks WHERE task_id = $1::uuid AND email = $2 AND ${ACCOUNT}`,
+            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE task_id = $1::uuid AND email = $2 AND ${ACCOUNT}`,
             params: [c.taskId, c.recipient],
           }
         : null,
@@ -83,7 +88,7 @@ export const STRATEGIES: readonly Strategy[] = [
     query: (c, windowMs) =>
       c.recipient && c.serviceId
         ? {
-            sql: `SELECT id, task_id FROM sub_tasks
+            sql: `SELECT id, task_id, service_id FROM sub_tasks
                    WHERE email = $1 AND service_id = $2 AND sent_at BETWEEN $3::timestamptz - make_interval(secs => $4::float8 / 1000) AND $3::timestamptz
                      AND ${ACCOUNT}`,
             params: [c.recipient, c.serviceId, c.occurredAt, windowMs],
@@ -105,13 +110,18 @@ export async function correlate(
     const sql = q.sql.replace(/\$ACCOUNT/g, `$${q.params.length + 1}`);
     await tx.query('SAVEPOINT correlate');
     try {
-      const rows: { id: string; task_id: string }[] = await tx.query(`${sql} LIMIT 2`, [
-        ...q.params,
-        clues.accountId,
-      ]);
+      const rows: { id: string; task_id: string; service_id: string | null }[] = await tx.query(
+        `${sql} LIMIT 2`,
+        [...q.params, clues.accountId],
+      );
       await tx.query('RELEASE SAVEPOINT correlate');
       if (rows.length === 1)
-        return { subTaskId: rows[0].id, taskId: rows[0].task_id, strategy: strategy.name };
+        return {
+          subTaskId: rows[0].id,
+          taskId: rows[0].task_id,
+          serviceId: rows[0].service_id,
+          strategy: strategy.name,
+        };
     } catch (error) {
       await tx.query('ROLLBACK TO SAVEPOINT correlate');
       onError(strategy.name, error);

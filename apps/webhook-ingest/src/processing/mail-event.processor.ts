@@ -10,7 +10,7 @@ import { isWebhookProvider, ParsedMailEvent, parseWebhook } from '@edm/providers
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
 import { parseTrackingHit } from '../tracking/tracking-hit';
 import { applyMailEvent } from './apply-mail-event';
-import { correlate } from './correlate-mail-event';
+import { correlate, Correlation } from './correlate-mail-event';
 
 interface StoredRequest {
   id: string;
@@ -305,7 +305,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     event: PendingMailEvent,
     matchStatus: 'matched' | 'unmatched',
     strategy: string | null,
-    match: { subTaskId: string; taskId: string } | null,
+    match: Correlation | null,
     meta: EventMetadata,
   ): Promise<void> {
     await this.store.append(
@@ -319,7 +319,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
               mailEventId: event.id,
               eventLogId: event.event_log_id,
               provider: event.provider,
-              serviceId: event.service_id,
+              // The generic endpoint names no service: the matched sub-task's sender answers for it.
+              serviceId: event.service_id ?? match?.serviceId ?? null,
               type: event.type,
               rawType: event.raw_type,
               matchStatus,
