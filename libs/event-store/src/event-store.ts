@@ -179,23 +179,31 @@ export class EventStore {
   /**
    * Committed events after a checkpoint, in commit-safe order. Only transactions older than
    * every transaction still in flight are read, so one that commits late can never be passed.
+   *
+   * `locked` is for a reader holding the events table locked against writes (a rebuild): nothing
+   * is in flight, so it reads in insertion order, which is also every stream's version order.
+   * Transaction order is not: a transaction that took its id early may append a stream's next
+   * version after a younger one appended the version before it.
    */
   async readAll(
     after: GlobalCheckpoint,
     limit: number,
     manager: EntityManager = this.dataSource.manager,
-    { belowInFlight = true } = {},
+    { locked = false } = {},
   ): Promise<GlobalEvent[]> {
-    // belowInFlight=false is only for a reader that holds the events table locked against writes.
-    const rows: EventRow[] = await manager.query(
-      `SELECT global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at
-         FROM events
-        WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
-          ${belowInFlight ? 'AND tx_id < pg_snapshot_xmin(pg_current_snapshot())' : ''}
-        ORDER BY tx_id, global_position
-        LIMIT $3`,
-      [after.txId, after.position, limit],
-    );
+    const columns = 'global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at';
+    const rows: EventRow[] = locked
+      ? await manager.query(
+          `SELECT ${columns} FROM events WHERE global_position > $1::bigint ORDER BY global_position LIMIT $2`,
+          [after.position, limit],
+        )
+      : await manager.query(
+          `SELECT ${columns} FROM events
+            WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY tx_id, global_position
+            LIMIT $3`,
+          [after.txId, after.position, limit],
+        );
     return rows.map((row) => ({
       event: toEvent(row),
       checkpoint: { txId: String(row.tx_id), position: String(row.global_position) },

@@ -24,7 +24,7 @@ export async function rebuildReadModels(
     let count = 0;
     for (;;) {
       // Holding the lock, every transaction that wrote events has finished: read them all.
-      const batch = await store.readAll(checkpoint, batchSize, tx, { belowInFlight: false });
+      const batch = await store.readAll(checkpoint, batchSize, tx, { locked: true });
       if (batch.length === 0) break;
       await store.project(
         tx,

@@ -7,8 +7,10 @@ export const contactsProjection: Projection = {
   tables: ['contacts'],
   handles: ['ContactUpserted', 'ContactSuppressed', 'ContactSoftBounced'],
   async apply(tx: EntityManager, events: readonly DomainEvent[]) {
-    // Upserts come in large batches (imports): one statement for a run of them.
+    // Upserts come in large batches (imports): one statement for a run of them. A statement may
+    // touch a row only once, so a contact upserted again (a replay, a re-import) starts a new run.
     let run: { data: EventData<'ContactUpserted'>; at: string }[] = [];
+    const inRun = new Set<string>();
     const flush = async () => {
       if (run.length === 0) return;
       await tx.query(
@@ -29,10 +31,13 @@ export const contactsProjection: Projection = {
         ],
       );
       run = [];
+      inRun.clear();
     };
     for (const event of events) {
       if (isEvent(event, 'ContactUpserted')) {
+        if (inRun.has(event.data.contactId)) await flush();
         run.push({ data: event.data, at: event.occurredAt });
+        inRun.add(event.data.contactId);
         continue;
       }
       await flush();

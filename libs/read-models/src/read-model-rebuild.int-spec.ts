@@ -244,4 +244,49 @@ describe('read models rebuilt from the events', () => {
     expect(report.events).toBeGreaterThan(40);
     expect(await snapshot()).toEqual(before);
   });
+
+  it("replay a stream in its versions' order when an older transaction appended its later version", async () => {
+    const accountId = uuidv7();
+    const contactId = uuidv7();
+    const upsert = (name: string) =>
+      newEvent('ContactUpserted', {
+        contactId,
+        accountId,
+        email: 'order@example.com',
+        name,
+        attributes: {},
+        tags: [],
+      });
+    await store.appendToStream(
+      `account-${accountId}`,
+      'no_stream',
+      [newEvent('AccountCreated', { accountId, name: 'a' })],
+      meta,
+    );
+    await store.appendToStream(`contact-${contactId}`, 'no_stream', [upsert('first')], meta);
+    // The older transaction takes its id first, then waits while a younger one renames the
+    // contact; only then does it append its own rename, the stream's later version.
+    const older = db.createQueryRunner();
+    await older.connect();
+    await older.startTransaction();
+    await older.query('SELECT pg_current_xact_id()');
+    await store.appendToStream(`contact-${contactId}`, 'any', [upsert('second')], meta);
+    await store.append(
+      older.manager,
+      [
+        {
+          streamId: `contact-${contactId}`,
+          expectedVersion: 'any',
+          events: [upsert('third')],
+        },
+      ],
+      meta,
+    );
+    await older.commitTransaction();
+    await older.release();
+    const live = await db.query(`SELECT * FROM contacts WHERE id = $1`, [contactId]);
+    expect(live[0].name).toBe('third');
+    await rebuildReadModels(db, store);
+    expect(await db.query(`SELECT * FROM contacts WHERE id = $1`, [contactId])).toEqual(live);
+  });
 });
