@@ -7,4 +7,18 @@ void runService({
   module: (config) => WebhookIngestModule.forRoot(config),
   port: (config) => config.WEBHOOK_INGEST_PORT,
   body: 'raw',
+  rateLimits: (config) => [
+    {
+      name: 'webhooks',
+      pathPrefix: '/api/webhooks/',
+      perSecond: config.WEBHOOK_RATE_LIMIT_PER_SECOND,
+      burst: config.WEBHOOK_RATE_LIMIT_BURST,
+    },
+    {
+      name: 'tracking',
+      pathPrefix: '/t/',
+      perSecond: config.TRACKING_RATE_LIMIT_PER_SECOND,
+      burst: config.TRACKING_RATE_LIMIT_BURST,
+    },
+  ],
 });

@@ -1,7 +1,39 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().min(0);
+
+/** Names Express' `trust proxy` accepts for address ranges. */
+const PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * Express' `trust proxy`: `false` (the peer is the client), `true` (the left-most
+ * X-Forwarded-For, which any client can forge), a number of proxy hops, or comma-separated
+ * addresses, subnets and range names of the proxies to trust.
+ */
+const trustProxy = z
+  .string()
+  .trim()
+  .transform((value, context): boolean | number | string[] => {
+    if (value === 'true' || value === 'false') return value === 'true';
+    if (/^\d+$/.test(value)) return Number(value);
+    const entries = value.split(',').map((entry) => entry.trim());
+    const bad = entries.find((entry) => {
+      if (PROXY_RANGES.has(entry)) return false;
+      const [address, bits, extra] = entry.split('/');
+      const family = isIP(address);
+      if (!family || extra !== undefined) return true;
+      return bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+    });
+    if (bad === undefined) return entries;
+    context.addIssue({
+      code: 'custom',
+      message: `true, false, a hop count, or addresses, subnets and loopback/linklocal/uniquelocal (not ${JSON.stringify(bad)})`,
+    });
+    return z.NEVER;
+  });
 const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
 /**
@@ -37,6 +69,7 @@ export const configShape = {
   WEBHOOK_INGEST_PORT: port.default(3002),
   MONITOR_PORT: port.default(3003),
   HTTP_BODY_LIMIT_BYTES: positiveInt.default(1_048_576),
+  HTTP_TRUST_PROXY: trustProxy.default(false),
   EDM_ADMIN_KEY: z.string().min(24, 'at least 24 characters').optional(),
   EDM_ENCRYPTION_KEY: z
     .string()
@@ -61,6 +94,10 @@ export const configShape = {
   DISPATCH_RETRY_MAX_MS: positiveInt.default(3_600_000),
   DISPATCH_FREEZE_COOLDOWN_MS: positiveInt.default(300_000),
   DISPATCH_REAPER_INTERVAL_MS: positiveInt.default(5_000),
+  WEBHOOK_RATE_LIMIT_PER_SECOND: nonNegativeInt.default(2_000),
+  WEBHOOK_RATE_LIMIT_BURST: positiveInt.default(4_000),
+  TRACKING_RATE_LIMIT_PER_SECOND: nonNegativeInt.default(500),
+  TRACKING_RATE_LIMIT_BURST: positiveInt.default(1_000),
   INGEST_POLL_INTERVAL_MS: positiveInt.default(1_000),
   INGEST_WORKERS: positiveInt.max(64).default(4),
   INGEST_MATCH_WINDOW_MS: positiveInt.default(259_200_000),

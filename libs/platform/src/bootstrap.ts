@@ -2,8 +2,10 @@ import { DynamicModule } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { AppConfig, ConfigError, loadConfig } from '@edm/config';
-import { JsonLogger } from '@edm/observability';
+import { JsonLogger, Metrics } from '@edm/observability';
+import { refuseDeepBodies } from './body-depth';
 import { GlobalExceptionFilter } from './global-exception.filter';
+import { RateLimitRule, rateLimitMiddleware } from './rate-limit/rate-limit.middleware';
 
 export interface ServiceDefinition {
   service: string;
@@ -11,6 +13,8 @@ export interface ServiceDefinition {
   port: (config: AppConfig) => number;
   /** `raw`: every body is kept as the exact text received (webhooks, whose signatures cover the bytes). */
   body?: 'json' | 'raw';
+  /** Per-client-IP limits on public routes, checked before the body is read. */
+  rateLimits?: (config: AppConfig) => RateLimitRule[];
   /** Extra wiring before listen (raw-body parsers, OpenAPI, ...). */
   configure?: (app: NestExpressApplication, config: AppConfig) => void | Promise<void>;
 }
@@ -28,9 +32,11 @@ export async function createService(
     bodyParser: false,
     abortOnError: false,
   });
-  if (definition.body === 'raw')
-    app.useBodyParser('text', { type: () => true, limit: config.HTTP_BODY_LIMIT_BYTES });
-  else app.useBodyParser('json', { limit: config.HTTP_BODY_LIMIT_BYTES, strict: true });
+  app.set('trust proxy', config.HTTP_TRUST_PROXY);
+  if (definition.rateLimits) app.use(rateLimitMiddleware(definition.rateLimits(config), app.get(Metrics)));
+  const body = { limit: config.HTTP_BODY_LIMIT_BYTES, verify: refuseDeepBodies };
+  if (definition.body === 'raw') app.useBodyParser('text', { ...body, type: () => true });
+  else app.useBodyParser('json', { ...body, strict: true });
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.useGlobalFilters(new GlobalExceptionFilter(logger));

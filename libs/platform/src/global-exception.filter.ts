@@ -8,13 +8,14 @@ interface ErrorBody {
 }
 
 /** Errors Express' body parser raises before our code runs, by their `type`. */
-const BODY_PARSER_ERRORS: Record<string, DomainErrorCode> = {
-  'entity.too.large': 'PAYLOAD_TOO_LARGE',
-  'entity.parse.failed': 'VALIDATION_FAILED',
-  'entity.verify.failed': 'VALIDATION_FAILED',
-  'encoding.unsupported': 'UNSUPPORTED_MEDIA_TYPE',
-  'charset.unsupported': 'UNSUPPORTED_MEDIA_TYPE',
-  'request.aborted': 'VALIDATION_FAILED',
+const BODY_PARSER_ERRORS: Record<string, [DomainErrorCode, string]> = {
+  'entity.too.large': ['PAYLOAD_TOO_LARGE', 'request body is too large'],
+  'entity.too.deep': ['VALIDATION_FAILED', 'request body is nested too deeply'],
+  'entity.parse.failed': ['VALIDATION_FAILED', 'request body is not valid JSON'],
+  'entity.verify.failed': ['VALIDATION_FAILED', 'request body is not valid JSON'],
+  'encoding.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'unsupported request encoding'],
+  'charset.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'unsupported request encoding'],
+  'request.aborted': ['VALIDATION_FAILED', 'request body is not valid JSON'],
 };
 
 /** Shapes every HTTP error the same way; anything unexpected is a plain 500 without internals. */
@@ -42,13 +43,7 @@ export class GlobalExceptionFilter implements ExceptionFilter {
     }
     const parserType = (exception as { type?: unknown })?.type;
     if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {
-      const code = BODY_PARSER_ERRORS[parserType];
-      const message =
-        code === 'PAYLOAD_TOO_LARGE'
-          ? 'request body is too large'
-          : code === 'VALIDATION_FAILED'
-            ? 'request body is not valid JSON'
-            : 'unsupported request encoding';
+      const [code, message] = BODY_PARSER_ERRORS[parserType];
       return [HTTP_STATUS[code], { error: { code, message } }];
     }
     if (exception instanceof HttpException) {

@@ -1,0 +1,40 @@
+/**
+ * Deepest nesting of arrays and objects a request body may have. No payload of ours or of any
+ * provider comes near it; far deeper ones parse, but later recursion (JSON.stringify, jsonb)
+ * overflows on them.
+ */
+export const MAX_BODY_DEPTH = 64;
+
+const OPEN_ARRAY = 0x5b;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_ARRAY = 0x5d;
+const CLOSE_OBJECT = 0x7d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Whether JSON text nests deeper than `limit`, in one pass over the bytes, skipping strings. */
+export function nestsDeeperThan(body: Buffer, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < body.length; i += 1) {
+    const byte = body[i];
+    if (inString) {
+      if (byte === BACKSLASH) i += 1;
+      else if (byte === QUOTE) inString = false;
+    } else if (byte === QUOTE) inString = true;
+    else if (byte === OPEN_ARRAY || byte === OPEN_OBJECT) {
+      depth += 1;
+      if (depth > limit) return true;
+    } else if (byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) depth -= 1;
+  }
+  return false;
+}
+
+/** A body parser `verify` hook: refuses a body nested too deeply before it is parsed or stored. */
+export function refuseDeepBodies(_request: unknown, _response: unknown, body: Buffer): void {
+  if (nestsDeeperThan(body, MAX_BODY_DEPTH)) {
+    throw Object.assign(new Error(`request body nests deeper than ${MAX_BODY_DEPTH} levels`), {
+      type: 'entity.too.deep',
+    });
+  }
+}
