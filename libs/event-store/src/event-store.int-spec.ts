@@ -87,6 +87,43 @@ describe('EventStore (Postgres)', () => {
     expect(await store.readStream(`task-${a}`)).toHaveLength(0);
   });
 
+  it('continues a stream that comes back later in the same call, each part with its own metadata', async () => {
+    const taskId = uuidv7();
+    const stream = `task-${taskId}`;
+    await store.appendToStream(stream, 'no_stream', [paused(taskId)], meta);
+    const cause = (id: string) => ({ correlationId: id, causationId: null });
+    await db.transaction((tx) =>
+      store.append(
+        tx,
+        [
+          { streamId: stream, expectedVersion: 1, events: [paused(taskId)], metadata: cause('first') },
+          { streamId: `task-${uuidv7()}`, expectedVersion: 'no_stream', events: [paused(taskId)] },
+          { streamId: stream, expectedVersion: 2, events: [paused(taskId)], metadata: cause('second') },
+          { streamId: stream, expectedVersion: 'any', events: [paused(taskId)] },
+        ],
+        meta,
+      ),
+    );
+    expect((await store.readStream(stream)).map((e) => [e.version, e.metadata.correlationId])).toEqual([
+      [1, 'test'],
+      [2, 'first'],
+      [3, 'second'],
+      [4, 'test'],
+    ]);
+    await expect(
+      db.transaction((tx) =>
+        store.append(
+          tx,
+          [
+            { streamId: stream, expectedVersion: 4, events: [paused(taskId)] },
+            { streamId: stream, expectedVersion: 4, events: [paused(taskId)] },
+          ],
+          meta,
+        ),
+      ),
+    ).rejects.toBeInstanceOf(ConcurrencyError);
+  });
+
   it('never reads past a transaction that is still in flight', async () => {
     const all = async () => (await store.readAll(START, 100_000)).map((g) => g.event.id);
     const before = new Set(await all());

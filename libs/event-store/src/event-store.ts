@@ -9,6 +9,8 @@ export interface StreamAppend {
   streamId: string;
   expectedVersion: ExpectedVersion;
   events: readonly NewEvent[];
+  /** This stream's events' metadata, when it differs from the call's (a batch of unrelated causes). */
+  metadata?: EventMetadata;
 }
 
 /** A position in the commit-safe global order: (transaction id, position within it). */
@@ -80,10 +82,19 @@ export class EventStore {
       type: string;
       data: string;
       check: number | null;
+      metadata: string;
     }[] = [];
+    const shared = JSON.stringify(metadata);
+    // A stream may come back later in the same call (one batch, several causes): it continues
+    // from its own rows here, whose existence the statement cannot check yet.
+    const lastInCall = new Map<string, number>();
     for (const append of appends) {
       const base = expectedAsNumber(append.expectedVersion);
-      let version = base ?? (await this.currentVersion(tx, append.streamId));
+      const continues =
+        lastInCall.has(append.streamId) && (base === null || base === lastInCall.get(append.streamId));
+      let version =
+        base ?? lastInCall.get(append.streamId) ?? (await this.currentVersion(tx, append.streamId));
+      const own = append.metadata ? JSON.stringify(append.metadata) : shared;
       append.events.forEach((event, index) => {
         version += 1;
         rows.push({
@@ -93,18 +104,20 @@ export class EventStore {
           type: event.type,
           data: JSON.stringify(event.data),
           // Only the first event of a stream carries the check that its predecessor exists.
-          check: index === 0 && base !== null && base > 0 ? base : null,
+          check: index === 0 && base !== null && base > 0 && !continues ? base : null,
+          metadata: own,
         });
       });
+      lastInCall.set(append.streamId, version);
     }
     if (rows.length === 0) return [];
     let inserted: EventRow[];
     try {
       inserted = await tx.query(
         `INSERT INTO events (id, stream_id, version, type, data, metadata)
-         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, $7::jsonb
-           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[])
-                AS u(id, stream, version, type, data, check_version)
+         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, u.metadata::jsonb
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[])
+                AS u(id, stream, version, type, data, check_version, metadata)
           WHERE u.check_version IS NULL
              OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
          RETURNING global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at`,
@@ -115,7 +128,7 @@ export class EventStore {
           rows.map((r) => r.type),
           rows.map((r) => r.data),
           rows.map((r) => r.check),
-          JSON.stringify(metadata),
+          rows.map((r) => r.metadata),
         ],
       );
     } catch (error) {

@@ -1,6 +1,6 @@
 import { EntityManager } from 'typeorm';
 import { contactSuppression, MailEventType, progressSubTask } from '@edm/domain';
-import { EventMetadata, newEvent, SubTaskStatus } from '@edm/events';
+import { EventMetadata, newEvent, NewEvent, SubTaskStatus } from '@edm/events';
 import { EventStore, StreamAppend } from '@edm/event-store';
 import { completeTasksIfDone } from '@edm/workflows';
 
@@ -13,94 +13,147 @@ export interface MatchedMailEvent {
   reason: string | null;
 }
 
+/** One matched provider event to apply to its sub-task, with the metadata of its own cause. */
+export interface MailEventApplication {
+  subTaskId: string;
+  event: MatchedMailEvent;
+  meta: EventMetadata;
+}
+
+interface SubTaskState {
+  id: string;
+  task_id: string;
+  contact_id: string | null;
+  status: SubTaskStatus;
+  version: number;
+}
+
+interface ContactState {
+  id: string;
+  status: string;
+  soft_bounces: number;
+  version: number;
+}
+
 /**
- * Applies one matched provider event in the caller's transaction: the sub-task moves forward (or
- * not at all), and the contact is suppressed on a hard bounce, complaint or unsubscribe, or
- * after `softBounceLimit` soft bounces; a suppressed contact's pending sub-tasks are skipped.
+ * Applies matched provider events in the caller's transaction, in the order given: each sub-task
+ * moves forward (or not at all), and its contact is suppressed on a hard bounce, complaint or
+ * unsubscribe, or after `softBounceLimit` soft bounces; a suppressed contact's pending sub-tasks
+ * are skipped. The rows are locked once for the whole batch, in id order (sub-tasks, then
+ * contacts), and every event is appended in one statement, each carrying its own cause.
  */
-export async function applyMailEvent(
+export async function applyMailEvents(
   tx: EntityManager,
   store: EventStore,
-  subTaskId: string,
-  event: MatchedMailEvent,
+  applications: readonly MailEventApplication[],
   softBounceLimit: number,
-  meta: EventMetadata,
-): Promise<{ from: SubTaskStatus; to: SubTaskStatus | null }> {
-  const [subTask] = await tx.query(
-    `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = $1 FOR UPDATE`,
-    [subTaskId],
+): Promise<{ from: SubTaskStatus; to: SubTaskStatus | null }[]> {
+  if (applications.length === 0) return [];
+  const subTasks = new Map<string, SubTaskState>(
+    (
+      await tx.query(
+        `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[]) ORDER BY id FOR UPDATE`,
+        [[...new Set(applications.map((a) => a.subTaskId))]],
+      )
+    ).map((r: SubTaskState) => [r.id, r]),
   );
+  const contactIds = [...new Set([...subTasks.values()].map((s) => s.contact_id).filter((c) => c !== null))];
+  const contacts = new Map<string, ContactState>(
+    contactIds.length === 0
+      ? []
+      : (
+          await tx.query(
+            `SELECT c.id, c.status, c.soft_bounces,
+                    (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = 'contact-' || c.id)::int AS version
+               FROM contacts c WHERE c.id = ANY ($1::uuid[]) ORDER BY c.id FOR UPDATE`,
+            [contactIds],
+          )
+        ).map((r: ContactState) => [r.id, r]),
+  );
+
   const appends: StreamAppend[] = [];
-  const to = progressSubTask(subTask.status, event.type);
-  if (to) {
-    appends.push({
-      streamId: `subtask-${subTask.id}`,
-      expectedVersion: subTask.version,
-      events: [
-        newEvent('SubTaskProgressed', {
-          subTaskId: subTask.id,
-          taskId: subTask.task_id,
-          from: subTask.status,
-          to,
-          mailEvent: event.type,
-          eventLogId: event.eventLogId,
-          occurredAt: event.occurredAt.toISOString(),
-        }),
-      ],
-    });
-  }
   const touchedTasks: string[] = [];
-  if (subTask.contact_id) {
-    const [contact] = await tx.query(
-      `SELECT c.id, c.status, c.soft_bounces,
-              (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = 'contact-' || c.id) AS version
-         FROM contacts c WHERE c.id = $1 FOR UPDATE`,
-      [subTask.contact_id],
-    );
-    if (contact?.status === 'active') {
-      const contactEvents = [];
-      let suppression = contactSuppression(event.type);
-      if (event.type === 'soft_bounce') {
-        const softBounces = contact.soft_bounces + 1;
-        contactEvents.push(newEvent('ContactSoftBounced', { contactId: contact.id, softBounces }));
-        if (softBounces >= softBounceLimit) suppression = 'bounced';
-      }
-      if (suppression) {
-        contactEvents.push(
-          newEvent('ContactSuppressed', {
-            contactId: contact.id,
-            status: suppression,
-            reason: event.reason ?? `${event.type} reported by the provider`,
+  const results: { from: SubTaskStatus; to: SubTaskStatus | null }[] = [];
+  const append = (streamId: string, expectedVersion: number, events: NewEvent[], meta: EventMetadata) =>
+    appends.push({ streamId, expectedVersion, events, metadata: meta });
+
+  for (const { subTaskId, event, meta } of applications) {
+    const subTask = subTasks.get(subTaskId);
+    if (!subTask) throw new Error(`sub-task ${subTaskId} does not exist`);
+    const from = subTask.status;
+    const to = progressSubTask(from, event.type);
+    if (to) {
+      append(
+        `subtask-${subTask.id}`,
+        subTask.version,
+        [
+          newEvent('SubTaskProgressed', {
+            subTaskId: subTask.id,
+            taskId: subTask.task_id,
+            from,
+            to,
+            mailEvent: event.type,
+            eventLogId: event.eventLogId,
+            occurredAt: event.occurredAt.toISOString(),
           }),
+        ],
+        meta,
+      );
+      subTask.status = to;
+      subTask.version += 1;
+    }
+    results.push({ from, to });
+    const contact = subTask.contact_id ? contacts.get(subTask.contact_id) : undefined;
+    if (contact?.status !== 'active') continue;
+    const contactEvents: NewEvent[] = [];
+    let suppression = contactSuppression(event.type);
+    if (event.type === 'soft_bounce') {
+      contact.soft_bounces += 1;
+      contactEvents.push(
+        newEvent('ContactSoftBounced', { contactId: contact.id, softBounces: contact.soft_bounces }),
+      );
+      if (contact.soft_bounces >= softBounceLimit) suppression = 'bounced';
+    }
+    if (suppression) {
+      contactEvents.push(
+        newEvent('ContactSuppressed', {
+          contactId: contact.id,
+          status: suppression,
+          reason: event.reason ?? `${event.type} reported by the provider`,
+        }),
+      );
+      const pending: SubTaskState[] = await tx.query(
+        `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE contact_id = $1 AND status = 'pending' ORDER BY id FOR UPDATE`,
+        [contact.id],
+      );
+      for (const row of pending) {
+        const skipped = subTasks.get(row.id) ?? row;
+        subTasks.set(skipped.id, skipped);
+        if (skipped.status !== 'pending') continue;
+        append(
+          `subtask-${skipped.id}`,
+          skipped.version,
+          [
+            newEvent('SubTaskSkipped', {
+              subTaskId: skipped.id,
+              taskId: skipped.task_id,
+              reason: `contact ${suppression}`,
+            }),
+          ],
+          meta,
         );
-        const pending: { id: string; task_id: string; version: number }[] = await tx.query(
-          `SELECT id, task_id, version FROM sub_tasks WHERE contact_id = $1 AND status = 'pending' FOR UPDATE`,
-          [contact.id],
-        );
-        for (const p of pending) {
-          appends.push({
-            streamId: `subtask-${p.id}`,
-            expectedVersion: p.version,
-            events: [
-              newEvent('SubTaskSkipped', {
-                subTaskId: p.id,
-                taskId: p.task_id,
-                reason: `contact ${suppression}`,
-              }),
-            ],
-          });
-          touchedTasks.push(p.task_id);
-        }
+        skipped.status = 'skipped';
+        skipped.version += 1;
+        touchedTasks.push(skipped.task_id);
       }
-      if (contactEvents.length)
-        appends.push({
-          streamId: `contact-${contact.id}`,
-          expectedVersion: Number(contact.version),
-          events: contactEvents,
-        });
+      contact.status = suppression;
+    }
+    if (contactEvents.length) {
+      append(`contact-${contact.id}`, contact.version, contactEvents, meta);
+      contact.version += contactEvents.length;
     }
   }
-  if (appends.length) await store.append(tx, appends, meta);
-  if (touchedTasks.length) await completeTasksIfDone(tx, store, touchedTasks, meta);
-  return { from: subTask.status, to };
+  if (appends.length) await store.append(tx, appends, applications[0].meta);
+  if (touchedTasks.length) await completeTasksIfDone(tx, store, touchedTasks, applications[0].meta);
+  return results;
 }

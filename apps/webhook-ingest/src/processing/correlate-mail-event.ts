@@ -129,3 +129,40 @@ export async function correlate(
   }
   return null;
 }
+
+/**
+ * The first strategy for a whole batch in one query, by the same rule: exactly one sub-task
+ * carries the tracking id, inside the event's account when that is known. Keyed by the caller's
+ * key; events it cannot match are simply absent.
+ */
+export async function correlateByTrackingId(
+  tx: EntityManager,
+  events: readonly { key: string; trackingId: string; accountId: string | null }[],
+): Promise<Map<string, Correlation>> {
+  const matches = new Map<string, Correlation>();
+  if (events.length === 0) return matches;
+  const rows: {
+    id: string;
+    task_id: string;
+    service_id: string | null;
+    account_id: string;
+    tracking_id: string;
+  }[] = await tx.query(
+    `SELECT id, task_id, service_id, account_id, tracking_id FROM sub_tasks WHERE tracking_id = ANY ($1::text[])`,
+    [[...new Set(events.map((e) => e.trackingId))]],
+  );
+  for (const event of events) {
+    const fits = rows.filter(
+      (r) =>
+        r.tracking_id === event.trackingId && (event.accountId === null || r.account_id === event.accountId),
+    );
+    if (fits.length === 1)
+      matches.set(event.key, {
+        subTaskId: fits[0].id,
+        taskId: fits[0].task_id,
+        serviceId: fits[0].service_id,
+        strategy: 'tracking-id',
+      });
+  }
+  return matches;
+}

@@ -7,7 +7,7 @@ import { EventBusSubscriber } from '@edm/platform';
 import { allProjections } from '@edm/read-models';
 import { createTestEnvironment, TestEnvironment } from '@edm/testing';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
-import { correlate, MailEventClues, STRATEGIES } from './correlate-mail-event';
+import { correlate, correlateByTrackingId, MailEventClues, STRATEGIES } from './correlate-mail-event';
 import { MailEventProcessor } from './mail-event.processor';
 
 /** Correlation and matching against a real database, one clue at a time. */
@@ -103,6 +103,21 @@ describe('mail event matching (Postgres)', () => {
 
   it('matches by our tracking id alone', async () => {
     expect(await run({ trackingId: a.tracking })).toMatchObject({ subTaskId: a.id, strategy: 'tracking-id' });
+  });
+
+  it('matches a batch by tracking id in one query, by the same rule as the strategy', async () => {
+    const matches = await db.transaction((tx) =>
+      correlateByTrackingId(tx, [
+        { key: 'mine', trackingId: a.tracking, accountId: account },
+        { key: 'unscoped', trackingId: b.tracking, accountId: null },
+        { key: 'foreign', trackingId: c.tracking, accountId: otherAccount },
+        { key: 'unknown', trackingId: 'no-such-tracking-id', accountId: account },
+      ]),
+    );
+    expect(Object.fromEntries(matches)).toEqual({
+      mine: { subTaskId: a.id, taskId: taskA, serviceId: service, strategy: 'tracking-id' },
+      unscoped: { subTaskId: b.id, taskId: taskB, serviceId: service, strategy: 'tracking-id' },
+    });
   });
 
   it('matches by the provider message id alone', async () => {
