@@ -9,13 +9,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { createTestEnvironment, ServiceProcess, startService } from '@edm/testing';
+import { callApi, createTestEnvironment, Json, ServiceProcess, startService } from '@edm/testing';
 import { log, machine, printTable, waitFor, watchdog } from './bench-util';
 
 const THRESHOLDS = { stuck: 5_000, grace: 5_000, stall: 10_000, failures: 5 };
 const GOAL_S = 60;
-
-type Json = Record<string, unknown>;
 
 async function main(): Promise<void> {
   log(machine());
@@ -48,17 +46,7 @@ async function main(): Promise<void> {
     processes.push(api, ingest, monitor);
     await db.connect();
     const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
-    const call = async (method: string, path: string, body?: unknown): Promise<Json> => {
-      const response = await fetch(`${api.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        body: body ? JSON.stringify(body) : undefined,
-      });
-      const json = (await response.json()) as Json;
-      if (response.status >= 300)
-        throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
-      return json;
-    };
+    const call = (method: string, path: string, body?: unknown) => callApi(api.url, key, method, path, body);
     const service = async (name: string, options: Json = {}, extra: Json = {}) =>
       (
         await call('POST', '/api/v1/services', {

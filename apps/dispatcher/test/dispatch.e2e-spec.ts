@@ -2,14 +2,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import {
+  callApi,
   createTestEnvironment,
   eventually,
   ServiceProcess,
   startService,
   TestEnvironment,
+  Json,
 } from '@edm/testing';
-
-type Json = Record<string, unknown>;
 
 /** The dispatcher as processes, with the API, on real Postgres and NATS: the incident and its cousins. */
 describe('dispatcher (e2e)', () => {
@@ -30,17 +30,8 @@ describe('dispatcher (e2e)', () => {
     ...extra,
   });
 
-  const call = async (key: string, method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${api.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const json = (await response.json()) as Json;
-    if (response.status >= 300)
-      throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
-    return json;
-  };
+  const call = (key: string, method: string, path: string, body?: unknown) =>
+    callApi(api.url, key, method, path, body);
 
   /** A tenant of its own per scenario, so scenarios share the processes but not the work. */
   const tenant = async (name: string) => {

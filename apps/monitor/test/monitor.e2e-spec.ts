@@ -4,14 +4,14 @@ import { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import {
+  callApi,
   createTestEnvironment,
   eventually,
   ServiceProcess,
   startService,
   TestEnvironment,
+  Json,
 } from '@edm/testing';
-
-type Json = Record<string, unknown>;
 
 /** The monitor with every other service, as processes: each rule fires on a real condition, once, and resolves. */
 describe('monitor (e2e)', () => {
@@ -26,17 +26,7 @@ describe('monitor (e2e)', () => {
   const delivered: { text: string }[] = [];
   let failNext = 0;
 
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${api.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const json = (await response.json()) as Json;
-    if (response.status >= 300)
-      throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
-    return json;
-  };
+  const call = (method: string, path: string, body?: unknown) => callApi(api.url, key, method, path, body);
   const sandbox = async (name: string, options: Json = {}, extra: Json = {}) =>
     (
       await call('POST', '/api/v1/services', {

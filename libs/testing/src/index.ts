@@ -1,3 +1,5 @@
 export * from './test-environment';
 export * from './service-process';
 export * from './private-postgres';
+export * from './private-nats';
+export * from './api-call';
