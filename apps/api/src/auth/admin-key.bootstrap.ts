@@ -13,8 +13,8 @@ export const DEFAULT_ACCOUNT_NAME = 'default';
 
 /**
  * First start: creates the default account and its admin key. With EDM_ADMIN_KEY set, that key
- * is registered; otherwise one is generated, printed once, and written to EDM_HOME/admin-key
- * (mode 0600) for the CLI. Several replicas starting together create exactly one.
+ * is registered; otherwise one is generated and written to EDM_HOME/admin-key (mode
+ * 0600) for the CLI, and nowhere else. Several replicas starting together create exactly one.
  */
 @Injectable()
 export class AdminKeyBootstrap implements OnApplicationBootstrap {
@@ -85,8 +85,7 @@ export class AdminKeyBootstrap implements OnApplicationBootstrap {
         mkdirSync(this.config.home, { recursive: true, mode: 0o700 });
         writeFileSync(file, generated.key + '\n', { mode: 0o600 });
         chmodSync(file, 0o600);
-        // Printed once, on purpose, outside the structured log so it is never shipped to a collector.
-        process.stderr.write(`\nAdmin API key (shown once, also saved to ${file}):\n  ${generated.key}\n\n`);
+        // The file is the only place the key is written: a service's output ends up in log collectors.
         this.logger.event('info', 'admin key created', { file });
       }
     });
