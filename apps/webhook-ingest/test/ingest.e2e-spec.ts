@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AddressInfo } from 'node:net';
@@ -227,6 +228,38 @@ describe('webhook-ingest (e2e)', () => {
     );
     expect(stored.verified).toBe(true);
     expect(stored.headers.authorization).toBeUndefined();
+
+    // The generic EngageLab path names no service: the one whose secret verifies the request answers for it.
+    const engagelab = fixtures.find((f) => f.file === 'engagelab-target.json')!.raw;
+    await service('engagelab', { webhookAppKey: 'first-app-key', webhookSignatureScheme: 'hmac-sha256' });
+    const second = await service('engagelab', {
+      webhookAppKey: 'second-app-key',
+      webhookSignatureScheme: 'hmac-sha256',
+    });
+    const timestamp = String(Date.now());
+    const signedWith = (key: string) => ({
+      'content-type': 'application/json',
+      'X-WebHook-Timestamp': timestamp,
+      'X-WebHook-Signature': createHmac('sha256', key).update(timestamp).digest('hex'),
+    });
+    // Services are cached for up to 5 s: the new secrets apply within that.
+    await eventually(
+      'the generic path attributes a signed request to its service',
+      async () => {
+        const generic = await post('/api/webhooks/mail-event', engagelab, signedWith('second-app-key'));
+        expect(generic.status).toBe(200);
+        const { id: genericId } = (await generic.json()) as { id: string };
+        const row = await one<{ service_id: string | null; verified: boolean }>(
+          `SELECT service_id, verified FROM event_logs WHERE id = $1`,
+          [genericId],
+        );
+        return row.service_id === second && row.verified;
+      },
+      10_000,
+      500,
+    );
+    expect((await post('/api/webhooks/mail-event', engagelab, signedWith('nobody-s-key'))).status).toBe(401);
+    expect((await post('/api/webhooks/mail-event', engagelab)).status).toBe(401);
   });
 
   it('sends 1,000 mails whose delivered, open, click and bounce callbacks flow back: every sub-task and contact ends right', async () => {

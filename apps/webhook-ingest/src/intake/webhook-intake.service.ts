@@ -47,6 +47,7 @@ export class WebhookIntakeService {
   private readonly requests;
   private readonly latency;
   private services = new Map<string, { row: ServiceRow | null; at: number }>();
+  private engagelabServices?: { rows: ServiceRow[]; at: number };
 
   constructor(
     private readonly dataSource: DataSource,
@@ -100,16 +101,27 @@ export class WebhookIntakeService {
       throw new DomainError('VALIDATION_FAILED', 'body contains a NUL character');
     const headers = flatHeaders(incoming.headers);
 
-    let options: Record<string, unknown>;
-    if (incoming.serviceId !== null) {
-      const service = await this.service(incoming.serviceId);
+    let serviceId = incoming.serviceId;
+    let verification: { failure?: string; verified: boolean };
+    if (serviceId !== null) {
+      const service = await this.service(serviceId);
       if (!service || service.provider !== provider)
         throw new DomainError('NOT_FOUND', 'no such service for this provider');
-      options = service.options;
+      verification = await this.verifier.verify({ provider, options: service.options }, rawBody, headers);
     } else {
-      options = await this.genericEngagelabOptions();
+      // The generic EngageLab path names no service: unsigned only while no EngageLab service has
+      // a webhook secret; otherwise the request must verify against one of them, which then
+      // answers for it (its account scopes the matching).
+      const candidates = await this.genericEngagelabServices();
+      verification = await this.verifier.verify({ provider, options: {} }, rawBody, headers);
+      for (const candidate of candidates) {
+        verification = await this.verifier.verify({ provider, options: candidate.options }, rawBody, headers);
+        if (!verification.failure) {
+          serviceId = candidate.id;
+          break;
+        }
+      }
     }
-    const verification = await this.verifier.verify({ provider, options }, rawBody, headers);
     const stored = Object.fromEntries(Object.entries(headers).filter(([name]) => !SECRET_HEADERS.has(name)));
     if (verification.failure) {
       this.logger.event('warn', 'webhook signature refused', {
@@ -123,7 +135,7 @@ export class WebhookIntakeService {
     await this.writer.store({
       id,
       source: provider,
-      serviceId: incoming.serviceId,
+      serviceId,
       path: incoming.path,
       headers: stored,
       rawBody,
@@ -165,18 +177,16 @@ export class WebhookIntakeService {
     return row ?? null;
   }
 
-  /**
-   * The generic EngageLab path is accepted unsigned only while no EngageLab service has a webhook
-   * secret; once one has, requests must verify against it (SPEC 3.3).
-   */
-  private async genericEngagelabOptions(): Promise<Record<string, unknown>> {
-    const cached = this.services.get('engagelab:generic');
-    if (cached && Date.now() - cached.at < 5_000) return cached.row?.options ?? {};
-    const [row] = await this.dataSource.query(
+  /** EngageLab services with a webhook secret, the candidates for the generic path (cached briefly). */
+  private async genericEngagelabServices(): Promise<ServiceRow[]> {
+    if (this.engagelabServices && Date.now() - this.engagelabServices.at < 5_000)
+      return this.engagelabServices.rows;
+    const rows: ServiceRow[] = await this.dataSource.query(
       `SELECT id, provider, options FROM sending_services
-        WHERE provider = 'engagelab' AND coalesce(options->>'webhookAppKey', '') <> '' ORDER BY created_at LIMIT 1`,
+        WHERE provider = 'engagelab' AND coalesce(options->>'webhookAppKey', '') <> ''
+        ORDER BY created_at LIMIT 100`,
     );
-    this.services.set('engagelab:generic', { row: row ?? null, at: Date.now() });
-    return row?.options ?? {};
+    this.engagelabServices = { rows, at: Date.now() };
+    return rows;
   }
 }
