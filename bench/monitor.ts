@@ -9,26 +9,49 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { callApi, createTestEnvironment, Json, ServiceProcess, startService } from '@edm/testing';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import {
+  callApi,
+  createTestEnvironment,
+  Json,
+  PrivateNats,
+  ServiceProcess,
+  startPrivateNats,
+  startService,
+} from '@edm/testing';
 import { log, machine, printTable, waitFor, watchdog } from './bench-util';
 
-const THRESHOLDS = { stuck: 5_000, grace: 5_000, stall: 10_000, failures: 5 };
+const THRESHOLDS = {
+  stuck: 5_000,
+  grace: 5_000,
+  stall: 10_000,
+  failures: 5,
+  unmatchedAge: 3_000,
+  relayLag: 200,
+  consumerLag: 200,
+};
 const GOAL_S = 60;
 
 async function main(): Promise<void> {
   log(machine());
+  // A NATS server of the bench's own: the relay-lag condition is the bus going away.
+  const nats: PrivateNats = await startPrivateNats();
   const env = await createTestEnvironment('bench-monitor');
+  env.env.NATS_URL = nats.url;
   const processes: ServiceProcess[] = [];
   const db = new Client({ connectionString: env.databaseUrl });
   const cleanup = async () => {
     await db.end().catch(() => undefined);
     await Promise.all(processes.map((p) => p.stop().catch(() => null)));
-    await env.dispose();
+    await env.dispose().catch(() => undefined);
+    await nats.destroy();
   };
   const disarm = watchdog(10 * 60_000, cleanup);
   try {
     const api = await startService('api', env.env);
-    const ingest = await startService('webhook-ingest', env.env);
+    const ingestEnv = { ...env.env, INGEST_UNMATCHED_MAX_AGE_MS: String(THRESHOLDS.unmatchedAge) };
+    let ingest = await startService('webhook-ingest', ingestEnv);
     const dispatcherEnv = {
       ...env.env,
       TRACKING_BASE_URL: ingest.url,
@@ -42,6 +65,8 @@ async function main(): Promise<void> {
       MONITOR_WEBHOOK_GRACE_MS: String(THRESHOLDS.grace),
       MONITOR_TASK_STALL_MS: String(THRESHOLDS.stall),
       MONITOR_SERVICE_FAILURES: String(THRESHOLDS.failures),
+      MONITOR_RELAY_LAG_EVENTS: String(THRESHOLDS.relayLag),
+      MONITOR_CONSUMER_LAG_EVENTS: String(THRESHOLDS.consumerLag),
     });
     processes.push(api, ingest, monitor);
     await db.connect();
@@ -179,6 +204,35 @@ async function main(): Promise<void> {
         )) ?? NaN) + THRESHOLDS.stuck,
     });
 
+    // Callbacks naming nothing we sent, to a service of their own: 25 of 25 unmatched once they
+    // are older than the (shortened) unmatched age; the rule needs 20 events and a 20% share.
+    const stranger = await service('stranger');
+    const strangers = await fetch(`${ingest.url}/api/webhooks/sandbox/${stranger}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        events: Array.from({ length: 25 }, (_, i) => ({
+          eventId: `stranger-${i}`,
+          type: 'delivered',
+          trackingId: `unknown-${i}`,
+          email: `stranger-${i}@example.com`,
+          timestamp: Date.now(),
+        })),
+      }),
+    });
+    if (strangers.status !== 200) throw new Error(`stranger webhooks answered ${strangers.status}`);
+    conditions.push({
+      rule: 'webhook-unmatched-ratio',
+      threshold: `20 events, ${THRESHOLDS.unmatchedAge / 1000} s unmatched age`,
+      subject: 'system',
+      since: () =>
+        first(
+          `SELECT occurred_at AS t FROM events WHERE type = 'MailEventRecorded' AND data->>'matchStatus' = 'unmatched'
+            ORDER BY global_position OFFSET 19 LIMIT 1`,
+          [],
+        ),
+    });
+
     const rows: string[][] = [];
     const sinces = new Map<string, number>();
     await waitFor(
@@ -209,8 +263,85 @@ async function main(): Promise<void> {
         delay <= GOAL_S ? 'PASS' : 'MISS',
       ]);
     }
+
+    /**
+     * Conditions that take a service or the bus away: created one at a time, the moment they hold
+     * taken by polling every 100 ms (Postgres clock), then the alert awaited.
+     */
+    const measure = async (
+      rule: string,
+      subject: string,
+      threshold: string,
+      create: () => Promise<void>,
+      holds: () => Promise<boolean>,
+    ) => {
+      await create();
+      let since = NaN;
+      await waitFor(
+        `${rule} raised`,
+        async () => {
+          if (Number.isNaN(since) && (await holds())) since = await dbNow();
+          return (await db.query(`SELECT 1 FROM alerts WHERE kind = $1 AND subject = $2`, [rule, subject]))
+            .rowCount!;
+        },
+        3 * 60_000,
+        100,
+      );
+      const raised = (await first(
+        `SELECT min(first_seen_at) AS t FROM alerts WHERE kind = $1 AND subject = $2`,
+        [rule, subject],
+      ))!;
+      const delay = (raised - since) / 1000;
+      rows.push([
+        rule,
+        threshold,
+        `${delay.toFixed(1)} s`,
+        `≤ ${GOAL_S} s`,
+        delay <= GOAL_S ? 'PASS' : 'MISS',
+      ]);
+    };
+    const contacts = (tag: string, count: number) =>
+      call('POST', '/api/v1/contacts', {
+        contacts: Array.from({ length: count }, (_, i) => ({ email: `${tag}-${i}@example.com` })),
+      });
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await measure(
+      'consumer-lag',
+      'consumer:webhook-ingest',
+      `${THRESHOLDS.consumerLag} events`,
+      async () => {
+        await ingest.stop();
+        await contacts('lagging', 2 * THRESHOLDS.consumerLag);
+      },
+      async () => {
+        const info = await jsm.consumers.info(env.stream, 'webhook-ingest');
+        return info.num_pending + info.num_ack_pending > THRESHOLDS.consumerLag;
+      },
+    );
+    await nc.close();
+    ingest = await startService('webhook-ingest', ingestEnv);
+    processes.push(ingest);
+    await measure(
+      'relay-lag',
+      'system',
+      `${THRESHOLDS.relayLag} events`,
+      async () => {
+        await nats.stop();
+        await contacts('unpublished', 2 * THRESHOLDS.relayLag);
+      },
+      async () =>
+        Number(
+          (
+            await db.query(
+              `SELECT (SELECT coalesce(max(global_position), 0) FROM events) - coalesce((SELECT max(position) FROM relay_checkpoints), 0) AS lag`,
+            )
+          ).rows[0].lag,
+        ) > THRESHOLDS.relayLag,
+    );
+    await nats.start();
     log(
-      `monitor interval: default (15 s); thresholds shortened: stuck ${THRESHOLDS.stuck} ms, webhook grace ${THRESHOLDS.grace} ms, stall ${THRESHOLDS.stall} ms`,
+      `monitor interval: default (15 s); thresholds shortened: stuck ${THRESHOLDS.stuck} ms, webhook grace ${THRESHOLDS.grace} ms, stall ${THRESHOLDS.stall} ms, unmatched age ${THRESHOLDS.unmatchedAge} ms, relay lag ${THRESHOLDS.relayLag} events, consumer lag ${THRESHOLDS.consumerLag} events`,
     );
     printTable(['rule', 'threshold', 'detected after threshold', 'goal', ''], rows);
   } finally {
