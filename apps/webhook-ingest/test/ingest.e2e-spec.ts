@@ -236,6 +236,14 @@ describe('webhook-ingest (e2e)', () => {
       webhookAppKey: 'second-app-key',
       webhookSignatureScheme: 'hmac-sha256',
     });
+    // Webhook secrets are sealed at rest: neither the services table nor any event holds them.
+    for (const secret of ['second-app-key', 's3cret'])
+      expect(
+        await one<{ n: number }>(
+          `SELECT (SELECT count(*) FROM events WHERE data::text LIKE $1) + (SELECT count(*) FROM sending_services WHERE options::text LIKE $1) AS n`,
+          [`%${secret}%`],
+        ),
+      ).toEqual({ n: '0' });
     const timestamp = String(Date.now());
     const signedWith = (key: string) => ({
       'content-type': 'application/json',

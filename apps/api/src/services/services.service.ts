@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '@edm/config';
-import { sealCredentials } from '@edm/domain';
+import { openSecretOptions, sealCredentials, sealSecretOptions, SECRET_OPTION } from '@edm/domain';
 import { EventData, newEvent, NewEvent } from '@edm/events';
 import { EventStore, retryOnConflict, uuidv7 } from '@edm/event-store';
 import { DomainError, notFound } from '@edm/platform';
@@ -57,7 +57,7 @@ export class ServicesService {
           pace: input.pace,
           dailyQuota: input.dailyQuota ?? null,
           quotaResetHourUtc: input.quotaResetHourUtc ?? 0,
-          options: input.options ?? {},
+          options: sealSecretOptions(this.config.encryptionKey, input.options ?? {}),
           credentialsSealed: input.credentials
             ? sealCredentials(this.config.encryptionKey, input.credentials)
             : null,
@@ -74,12 +74,13 @@ export class ServicesService {
       this.validateProviderConfig(
         current.provider,
         input.credentials ?? {},
-        input.options ?? current.options,
+        input.options ?? openSecretOptions(this.config.encryptionKey, current.options),
         !input.credentials,
       );
     }
     const { credentials, ...rest } = input;
     const changes: EventData<'ServiceUpdated'>['changes'] = { ...rest };
+    if (rest.options) changes.options = sealSecretOptions(this.config.encryptionKey, rest.options);
     if (credentials) changes.credentialsSealed = sealCredentials(this.config.encryptionKey, credentials);
     if (Object.keys(changes).length)
       await this.appendTo(principal, id, [newEvent('ServiceUpdated', { serviceId: id, changes })]);
@@ -206,9 +207,11 @@ function present(row: ServiceRow) {
   };
 }
 
-const SECRET = /(secret|key|token|pass|signing)/i;
 function maskSecrets(options: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(
-    Object.entries(options).map(([k, v]) => [k, SECRET.test(k) && typeof v === 'string' ? '********' : v]),
+    Object.entries(options).map(([k, v]) => [
+      k,
+      SECRET_OPTION.test(k) && typeof v === 'string' ? '********' : v,
+    ]),
   );
 }

@@ -1,4 +1,6 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '@edm/config';
+import { openSecretOptions } from '@edm/domain';
 import {
   SignatureCheck,
   verifyEngagelabSignature,
@@ -40,13 +42,15 @@ const fetchCertificate = (url: string): Promise<string> => {
  */
 @Injectable()
 export class WebhookVerifier {
+  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+
   async verify(
     target: VerificationTarget,
     rawBody: string,
     headers: Record<string, string>,
   ): Promise<{ verified: boolean; failure?: string }> {
     const request = { rawBody, headers, now: new Date() };
-    const o = target.options;
+    const o = openSecretOptions(this.config.encryptionKey, target.options);
     let check: SignatureCheck | null = null;
     switch (target.provider) {
       case 'engagelab': {

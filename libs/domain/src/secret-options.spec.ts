@@ -1,0 +1,40 @@
+import { randomBytes } from 'node:crypto';
+import { openSecretOptions, sealSecretOptions } from './secret-options';
+
+describe('secret options', () => {
+  const key = randomBytes(32);
+  const options = {
+    webhookAppKey: 'app-key-canary',
+    webhookPassword: 'password-canary',
+    webhookSignatureScheme: 'hmac-sha256',
+    latencyMs: 5,
+    webhookUsername: 'hook',
+  };
+
+  it('seals every secret-named string and nothing else, and opens them back', () => {
+    const sealed = sealSecretOptions(key, options);
+    expect(JSON.stringify(sealed)).not.toMatch(/canary/);
+    expect(sealed).toMatchObject({
+      webhookSignatureScheme: 'hmac-sha256',
+      latencyMs: 5,
+      webhookUsername: 'hook',
+    });
+    expect(sealed.webhookAppKey).toMatch(/^sealed:v1\./);
+    expect(openSecretOptions(key, sealed)).toEqual(options);
+  });
+
+  it('does not seal twice, and leaves values stored before sealing readable', () => {
+    const once = sealSecretOptions(key, options);
+    expect(sealSecretOptions(key, once)).toEqual(once);
+    expect(openSecretOptions(key, options)).toEqual(options);
+  });
+
+  it('treats a value that only looks sealed, or was sealed with another key, as a plain secret', () => {
+    const foreign = sealSecretOptions(randomBytes(32), { webhookAppKey: 'x' }).webhookAppKey as string;
+    const sealed = sealSecretOptions(key, { webhookAppKey: foreign, webhookSigningKey: 'sealed:v1.a.b.c' });
+    expect(openSecretOptions(key, sealed)).toEqual({
+      webhookAppKey: foreign,
+      webhookSigningKey: 'sealed:v1.a.b.c',
+    });
+  });
+});
