@@ -157,10 +157,15 @@ export class OutboxRelay {
     }
   }
 
-  /** Whether any event lies past the checkpoint, readable or not yet. */
+  /**
+   * Whether any event lies past the checkpoint, readable or not yet. Ordered like the index, so
+   * the planner walks it from the checkpoint: a row-comparison estimate alone can make it choose
+   * a sequential scan of the whole table, which is what this runs every few milliseconds.
+   */
   private async heldBack(): Promise<boolean> {
     const [row] = await this.dataSource.query(
-      `SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)) AS held`,
+      `SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
+                       ORDER BY tx_id, global_position LIMIT 1) AS held`,
       [this.checkpoint.txId, this.checkpoint.position],
     );
     return row.held;
