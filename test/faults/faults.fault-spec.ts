@@ -25,8 +25,8 @@ import {
 
 const RECIPIENTS = Number(process.env.FAULTS_RECIPIENTS ?? 3_000);
 const SERVICES = 3;
-/** Per service: three services at this interval send about 50 mails a second together. */
-const PACE_MS = 60;
+/** Per service: three services at this interval send about 30 mails a second together. */
+const PACE_MS = 100;
 const EDM = resolve(__dirname, '../../bin/edm.js');
 
 /** Every status a sub-task can end in: all but those of work still to do or in flight. */
@@ -63,6 +63,8 @@ describe('faults: kill, restart and lose nothing', () => {
   let pendingDuplicates = 0;
   let lastCallbackAt = Date.now();
   const faults: string[] = [];
+  /** Mails the sandbox had accepted when each fault struck: all of them during the campaign. */
+  const acceptedAtFault: number[] = [];
   const health: Record<string, { outage: string; notReady: string[]; readyAfter: string[] }> = {};
   const logs: string[] = [];
 
@@ -84,6 +86,7 @@ describe('faults: kill, restart and lose nothing', () => {
     logs.push(process.output());
     await process.kill();
     faults.push(`kill -9 ${name} (pid ${process.process.pid})`);
+    acceptedAtFault.push(await accepted());
     await sleep(1_000);
     await start(name, app, process.port);
   };
@@ -93,6 +96,7 @@ describe('faults: kill, restart and lose nothing', () => {
   const outage = async (what: string, stop: () => Promise<void>, restart: () => Promise<void>) => {
     const names = [...procs.keys()];
     const record = (health[what] = { outage: what, notReady: [] as string[], readyAfter: [] as string[] });
+    acceptedAtFault.push(await accepted());
     await stop();
     faults.push(`${what} stopped`);
     const down = new Set<string>();
@@ -121,8 +125,9 @@ describe('faults: kill, restart and lose nothing', () => {
     ).catch(() => undefined);
     record.readyAfter = [...up].sort();
   };
-  const afterMoreSent = async (more: number) => {
-    const target = (await accepted()) + more;
+  /** Faults are placed along the campaign: each waits for its share of the mails to be accepted. */
+  const whenAccepted = async (share: number) => {
+    const target = Math.round(RECIPIENTS * share);
     await eventually(`${target} mails accepted`, async () => (await accepted()) >= target, 120_000, 200);
   };
 
@@ -254,11 +259,11 @@ describe('faults: kill, restart and lose nothing', () => {
     ).id as string;
 
     // The faults, one after another, while the campaign runs.
-    await afterMoreSent(200);
+    await whenAccepted(0.08);
     await killAndRestart('dispatcher-1');
-    await afterMoreSent(200);
+    await whenAccepted(0.16);
     await killAndRestart('webhook-ingest');
-    await afterMoreSent(200);
+    await whenAccepted(0.24);
     const relayHolder = await eventually(
       'the active relay',
       async () => {
@@ -273,7 +278,7 @@ describe('faults: kill, restart and lose nothing', () => {
     );
     await killAndRestart(relayHolder);
     faults.push(`(that was the process holding the relay: ${relayHolder})`);
-    await afterMoreSent(200);
+    await whenAccepted(0.32);
     await outage(
       'NATS',
       () => nats.stop(),
@@ -290,7 +295,7 @@ describe('faults: kill, restart and lose nothing', () => {
         await nats.start();
       },
     );
-    await afterMoreSent(200);
+    await whenAccepted(0.5);
     await outage(
       'Postgres',
       () => pg.stop(),
@@ -354,7 +359,10 @@ describe('faults: kill, restart and lose nothing', () => {
       'Postgres stopped',
       'Postgres started again',
     ]);
-    process.stdout.write(`faults injected:\n  ${faults.join('\n  ')}\n`);
+    process.stdout.write(
+      `faults injected:\n  ${faults.join('\n  ')}\nmails accepted when each struck: ${acceptedAtFault.join(', ')} of ${RECIPIENTS}\n`,
+    );
+    expect(acceptedAtFault.filter((n) => !(n < RECIPIENTS))).toEqual([]);
   });
 
   it('leaves every sub-task in a final state', async () => {
@@ -535,6 +543,17 @@ describe('faults: kill, restart and lose nothing', () => {
     const everyone = [...procs.keys()].sort();
     expect(health.NATS).toEqual({ outage: 'NATS', notReady: everyone, readyAfter: everyone });
     expect(health.Postgres).toEqual({ outage: 'Postgres', notReady: everyone, readyAfter: everyone });
+  });
+
+  it("counted the dispatchers' service loops that crashed on the outages and restarted themselves", async () => {
+    let restarts = 0;
+    for (const name of ['dispatcher-1', 'dispatcher-2']) {
+      const metrics = await (await fetch(`${procs.get(name)!.process.url}/metrics`)).text();
+      for (const m of metrics.matchAll(/^edm_dispatch_loop_restarts_total\{[^}]*\} (\d+)$/gm))
+        restarts += Number(m[1]);
+    }
+    process.stdout.write(`service loop restarts counted by the dispatchers: ${restarts}\n`);
+    expect(restarts).toBeGreaterThan(0);
   });
 
   it('raised relay lag while the bus was down and resolved it once the relay caught up', async () => {
