@@ -58,7 +58,14 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
-import { createTestEnvironment, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
+import {
+  callApi,
+  createTestEnvironment,
+  Json,
+  ServiceProcess,
+  startService,
+  TestEnvironment,
+} from '@edm/testing';
 import {
   clockTicks,
   fmt,
@@ -101,8 +108,6 @@ const REQUEST_TIMEOUT_MS = 120_000;
 const DISPATCH_TIMEOUT_MS = 6 * 60_000;
 const FIRST_MAIL_TIMEOUT_MS = 10_000;
 const DRAIN_TIMEOUT_MS = 120_000;
-
-type Json = Record<string, unknown>;
 
 let env: TestEnvironment | undefined;
 let api: ServiceProcess | undefined;
@@ -298,22 +303,7 @@ async function pgbenchBaseline(): Promise<{ tps: number; version: string; line: 
 
 async function call(method: string, path: string, key: string, body?: unknown): Promise<Json> {
   if (!api) throw new Error('the API is not running');
-  const response = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await response.text();
-  let json: Json;
-  try {
-    json = JSON.parse(text) as Json;
-  } catch {
-    json = { text };
-  }
-  if (response.status >= 300)
-    throw new Error(`${method} ${path} answered ${response.status}: ${JSON.stringify(json).slice(0, 500)}`);
-  return json;
+  return callApi(api.url, key, method, path, body, { timeoutMs: REQUEST_TIMEOUT_MS });
 }
 
 function database(): Client {

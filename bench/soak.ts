@@ -56,7 +56,15 @@ import { readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { AppName, createTestEnvironment, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
+import {
+  AppName,
+  callApi,
+  createTestEnvironment,
+  Json,
+  ServiceProcess,
+  startService,
+  TestEnvironment,
+} from '@edm/testing';
 import {
   clockTicks,
   fmt,
@@ -104,8 +112,6 @@ const SCRAPE_TIMEOUT_MS = 4_000;
 const STOP_TIMEOUT_MS = 30_000;
 const TIME_LIMIT_MS = WARMUP_MS + MEASURE_MS + 15 * 60_000;
 const MIB = 2 ** 20;
-
-type Json = Record<string, unknown>;
 
 interface ServiceSample {
   rss: number;
@@ -289,22 +295,7 @@ function cpuTicksOf(pid: number | undefined): number {
 async function call(method: string, path: string, key: string, body?: unknown): Promise<Json> {
   const api = running.get('api');
   if (!api) throw new Error('the API is not running');
-  const response = await fetch(`${api.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await response.text();
-  let json: Json;
-  try {
-    json = JSON.parse(text) as Json;
-  } catch {
-    json = { text };
-  }
-  if (response.status >= 300)
-    throw new Error(`${method} ${path} answered ${response.status}: ${JSON.stringify(json).slice(0, 500)}`);
-  return json;
+  return callApi(api.url, key, method, path, body, { timeoutMs: REQUEST_TIMEOUT_MS });
 }
 
 // ---------------------------------------------------------------------------------------------
