@@ -158,17 +158,18 @@ export class OutboxRelay {
   }
 
   /**
-   * Whether any event lies past the checkpoint, readable or not yet. Ordered like the index, so
-   * the planner walks it from the checkpoint: a row-comparison estimate alone can make it choose
-   * a sequential scan of the whole table, which is what this runs every few milliseconds.
+   * Whether any event lies past the checkpoint, readable or not yet. A top-level ordered LIMIT 1,
+   * so the planner walks events_tx_position from the checkpoint: inside EXISTS the order is
+   * dropped, and the row comparison's estimate (about the whole table) makes it choose a
+   * sequential scan, every few milliseconds, of a table that only grows.
    */
   private async heldBack(): Promise<boolean> {
-    const [row] = await this.dataSource.query(
-      `SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
-                       ORDER BY tx_id, global_position LIMIT 1) AS held`,
+    const rows: unknown[] = await this.dataSource.query(
+      `SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
+        ORDER BY tx_id, global_position LIMIT 1`,
       [this.checkpoint.txId, this.checkpoint.position],
     );
-    return row.held;
+    return rows.length > 0;
   }
 
   private async release(): Promise<void> {

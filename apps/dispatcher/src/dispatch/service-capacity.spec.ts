@@ -1,4 +1,11 @@
-import { capacity, consume, quotaWindowStart, ServiceLimits, ServiceRuntime } from './service-capacity';
+import {
+  capacity,
+  consume,
+  paceOf,
+  quotaWindowStart,
+  ServiceLimits,
+  ServiceRuntime,
+} from './service-capacity';
 
 const at = (ms: number) => new Date(Date.UTC(2026, 10, 28, 12) + ms);
 const runtime = (
@@ -17,6 +24,15 @@ const interval = (ms: number, dailyQuota: number | null = null): ServiceLimits =
 });
 
 describe('service capacity', () => {
+  it('spaces slots by the pace plus a guard, and lets requests keep only half of it, to catch up after a late one', () => {
+    expect(paceOf({ intervalMs: 100 })).toEqual({ intervalMs: 102, minGapMs: 101, burst: 1 });
+    expect(paceOf({ intervalMs: 1_000 })).toEqual({ intervalMs: 1_005, minGapMs: 1_002.5, burst: 1 });
+    const perSecond = paceOf({ perSecond: 50, burst: 5 });
+    expect(perSecond.minGapMs).toBeGreaterThanOrEqual(20);
+    expect(perSecond.minGapMs).toBeLessThan(perSecond.intervalMs);
+    expect(perSecond.burst).toBe(5);
+  });
+
   it('given an interval pace, allows one send per slot and says how long to wait for the next', () => {
     const limits = interval(310);
     expect(capacity(limits, runtime(0), at(0), 50)).toMatchObject({

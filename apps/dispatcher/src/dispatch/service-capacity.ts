@@ -34,14 +34,20 @@ export function quotaWindowStart(now: Date, resetHourUtc: number): Date {
 }
 
 /**
- * Milliseconds between two sends, and how many may go back to back after a quiet spell. The
- * spacing carries a small guard (2%, at most 5 ms) that absorbs timer and network jitter, so the
- * gap a provider sees is never shorter than configured.
+ * Milliseconds between two slots, the least a sender may leave between two requests, and how many
+ * may go back to back after a quiet spell. Slots carry a small guard (2%, at most 5 ms) over the
+ * configured pace; requests keep half of it (`minGapMs`), so the gap a provider sees is never
+ * shorter than configured, and a request that left late (timers, a busy event loop) leaves the
+ * next ones the other half to catch up on their slots instead of pushing every later one back.
  */
-export function paceOf(pace: Pace): { intervalMs: number; burst: number } {
+export function paceOf(pace: Pace): { intervalMs: number; minGapMs: number; burst: number } {
   const raw = 'intervalMs' in pace ? pace.intervalMs : 1_000 / pace.perSecond;
-  const intervalMs = raw + Math.min(5, raw * 0.02);
-  return { intervalMs, burst: 'intervalMs' in pace ? 1 : (pace.burst ?? 1) };
+  const guard = Math.min(5, raw * 0.02);
+  return {
+    intervalMs: raw + guard,
+    minGapMs: raw + guard / 2,
+    burst: 'intervalMs' in pace ? 1 : (pace.burst ?? 1),
+  };
 }
 
 /**

@@ -176,7 +176,7 @@ export class ServiceLoop {
       idempotentProvider: sender.supportsIdempotency,
       random: Math.random,
     };
-    const { intervalMs } = paceOf(service.limits.pace);
+    const { minGapMs } = paceOf(service.limits.pace);
     const results: SendResult[] = await Promise.all(
       leased.map(async (subTask, i) => {
         const c = content.get(subTask.id)!;
@@ -194,7 +194,7 @@ export class ServiceLoop {
           trackingBaseUrl: config.TRACKING_BASE_URL,
           linkKey: service.provider === 'smtp' ? this.linkKey : null,
         });
-        await this.onSlot(sendAt[i], intervalMs);
+        await this.onSlot(sendAt[i], minGapMs);
         const outcome = await sender.send(mail, AbortSignal.timeout(config.DISPATCH_SEND_TIMEOUT_MS));
         this.deps.onSend(service, outcome.kind);
         return {
@@ -247,15 +247,16 @@ export class ServiceLoop {
 
   /**
    * Waits for the slot's time. A request that started late (a cold first send) pushes the next
-   * one back by as much, so no two requests of this loop are ever closer than the pace.
+   * one back as far as needed, so no two requests of this loop are ever closer than `minGapMs`;
+   * slots are a little further apart than that, so the loop catches up with them again.
    */
-  private onSlot(slotAt: number, intervalMs: number): Promise<void> {
+  private onSlot(slotAt: number, minGapMs: number): Promise<void> {
     const turn = this.gate.then(async () => {
-      const at = intervalMs > 0 ? Math.max(slotAt, this.lastRequestAt + intervalMs) : slotAt;
+      const at = minGapMs > 0 ? Math.max(slotAt, this.lastRequestAt + minGapMs) : slotAt;
       const wait = at - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       this.lastRequestAt = Date.now();
-      if (intervalMs > 0) this.deps.onPaceLag((this.lastRequestAt - slotAt) / 1_000);
+      if (minGapMs > 0) this.deps.onPaceLag((this.lastRequestAt - slotAt) / 1_000);
     });
     this.gate = turn;
     return turn;
