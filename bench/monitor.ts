@@ -12,9 +12,8 @@ import { Client } from 'pg';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import {
-  callApi,
+  apiClient,
   createTestEnvironment,
-  Json,
   PrivateNats,
   ServiceProcess,
   startPrivateNats,
@@ -71,35 +70,14 @@ async function main(): Promise<void> {
     processes.push(api, ingest, monitor);
     await db.connect();
     const key = readFileSync(join(env.home, 'admin-key'), 'utf8').trim();
-    const call = (method: string, path: string, body?: unknown) => callApi(api.url, key, method, path, body);
-    const service = async (name: string, options: Json = {}, extra: Json = {}) =>
-      (
-        await call('POST', '/api/v1/services', {
-          name,
-          provider: 'sandbox',
-          from: { email: 'b@example.com' },
-          pace: { intervalMs: 20 },
-          options: { latencyMs: 0, callbacks: { delivered: 0 }, ...options },
-          ...extra,
-        })
-      ).id as string;
-    const task = async (tag: string, count: number, serviceIds: string[]) => {
-      await call('POST', '/api/v1/contacts', {
-        contacts: Array.from({ length: count }, (_, i) => ({
-          email: `${tag}-${i}@example.com`,
-          tags: [tag],
-        })),
-      });
-      return (
-        await call('POST', '/api/v1/tasks', {
-          name: tag,
-          subject: 's',
-          text: 't',
-          recipients: { tags: [tag] },
-          serviceIds,
-        })
-      ).id as string;
-    };
+    const {
+      call,
+      sandboxService: service,
+      taskToTag: task,
+    } = apiClient(
+      () => api.url,
+      () => key,
+    );
     const dbNow = async () => ((await db.query('SELECT clock_timestamp() AS t')).rows[0].t as Date).getTime();
     const first = async (sql: string, params: unknown[]) => {
       const row = (await db.query(sql, params)).rows[0] as { t: Date | null } | undefined;

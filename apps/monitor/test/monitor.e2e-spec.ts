@@ -4,7 +4,7 @@ import { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import {
-  callApi,
+  apiClient,
   createTestEnvironment,
   eventually,
   ServiceProcess,
@@ -26,32 +26,14 @@ describe('monitor (e2e)', () => {
   const delivered: { text: string }[] = [];
   let failNext = 0;
 
-  const call = (method: string, path: string, body?: unknown) => callApi(api.url, key, method, path, body);
-  const sandbox = async (name: string, options: Json = {}, extra: Json = {}) =>
-    (
-      await call('POST', '/api/v1/services', {
-        name,
-        provider: 'sandbox',
-        from: { email: 'news@example.com' },
-        pace: { intervalMs: 20 },
-        options: { latencyMs: 0, callbacks: { delivered: 0 }, ...options },
-        ...extra,
-      })
-    ).id as string;
-  const task = async (tag: string, count: number, serviceIds: string[]) => {
-    await call('POST', '/api/v1/contacts', {
-      contacts: Array.from({ length: count }, (_, i) => ({ email: `${tag}-${i}@example.com`, tags: [tag] })),
-    });
-    return (
-      await call('POST', '/api/v1/tasks', {
-        name: tag,
-        subject: 's',
-        text: 't',
-        recipients: { tags: [tag] },
-        serviceIds,
-      })
-    ).id as string;
-  };
+  const {
+    call,
+    sandboxService: sandbox,
+    taskToTag: task,
+  } = apiClient(
+    () => api.url,
+    () => key,
+  );
   const alerts = async (kind: string, subject: string) =>
     (
       await db.query(

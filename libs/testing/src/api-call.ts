@@ -29,3 +29,39 @@ export async function callApi(
     throw new Error(`${method} ${path} answered ${response.status}: ${JSON.stringify(json).slice(0, 500)}`);
   return json;
 }
+
+/**
+ * The API as the suites and benches drive it: plain calls, a sandbox service that sends at once
+ * and calls nothing back unless told otherwise, and a task to `count` new contacts tagged `tag`.
+ * URL and key are read at each call, so a client can be made before the API has started.
+ */
+export function apiClient(baseUrl: () => string, key: () => string) {
+  const call = (method: string, path: string, body?: unknown) =>
+    callApi(baseUrl(), key(), method, path, body);
+  const sandboxService = async (name: string, options: Json = {}, extra: Json = {}) =>
+    (
+      await call('POST', '/api/v1/services', {
+        name,
+        provider: 'sandbox',
+        from: { email: 'news@example.com' },
+        pace: { intervalMs: 20 },
+        options: { latencyMs: 0, callbacks: { delivered: 0 }, ...options },
+        ...extra,
+      })
+    ).id as string;
+  const taskToTag = async (tag: string, count: number, serviceIds: string[]) => {
+    await call('POST', '/api/v1/contacts', {
+      contacts: Array.from({ length: count }, (_, i) => ({ email: `${tag}-${i}@example.com`, tags: [tag] })),
+    });
+    return (
+      await call('POST', '/api/v1/tasks', {
+        name: tag,
+        subject: 's',
+        text: 't',
+        recipients: { tags: [tag] },
+        serviceIds,
+      })
+    ).id as string;
+  };
+  return { call, sandboxService, taskToTag };
+}
