@@ -19,7 +19,10 @@ describe('sub-task life cycle', () => {
     ['opened', 'complaint', 'complained'],
     ['clicked', 'unsubscribe', 'unsubscribed'],
     ['bounced', 'delivered', null],
-    ['unsubscribed', 'complaint', null],
+    ['unsubscribed', 'complaint', 'complained'],
+    ['complained', 'unsubscribe', null],
+    ['bounced', 'complaint', 'complained'],
+    ['complained', 'hard_bounce', null],
     ['pending', 'delivered', null],
     ['failed', 'open', null],
     ['cancelled', 'click', null],
@@ -39,6 +42,19 @@ describe('sub-task life cycle', () => {
       let status: SubTaskStatus = 'sent';
       for (const e of order) status = progressSubTask(status, e) ?? status;
       expect(status).toBe('clicked');
+    }
+  });
+
+  it('ends a mail the same way whichever of two endings arrives first', () => {
+    const endings: MailEventType[] = ['delivered', 'unsubscribe', 'complaint'];
+    for (const order of [
+      endings,
+      [...endings].reverse(),
+      ['complaint', 'delivered', 'unsubscribe'] as MailEventType[],
+    ]) {
+      let status: SubTaskStatus = 'sent';
+      for (const e of order) status = progressSubTask(status, e) ?? status;
+      expect(status).toBe('complained');
     }
   });
 

@@ -25,18 +25,31 @@ const REACHED: Partial<Record<MailEventType, SubTaskStatus>> = {
   unsubscribe: 'unsubscribed',
 };
 
-const ENDINGS: readonly SubTaskStatus[] = ['bounced', 'complained', 'unsubscribed'];
+/** The endings of a mail (and of a contact), weakest first. */
+const ENDINGS: readonly string[] = ['bounced', 'unsubscribed', 'complained'];
+
+/**
+ * Whether `next` is an ending that outranks `current` (any status that is not an ending is
+ * outranked): a complaint still counts after an unsubscribe, so where two endings arrive in either
+ * order, or are applied by two workers at once, the result is the same.
+ */
+export function isStrongerEnding(next: string, current: string): boolean {
+  const rank = ENDINGS.indexOf(next);
+  return rank >= 0 && rank > ENDINGS.indexOf(current);
+}
 
 /**
  * SPEC 2.4, forward only. An open before its delivery implies the delivery; a late delivery after
- * the open changes nothing; a bounce, complaint or unsubscribe ends a mail that was sent; nothing
- * moves a sub-task that never went out (pending, failed, skipped, cancelled) or has ended.
- * Returns the new status, or null when the event changes nothing.
+ * the open changes nothing; a bounce, unsubscribe or complaint ends a mail that was sent, and only
+ * a stronger ending moves an ended one; nothing moves a sub-task that never went out (pending,
+ * failed, skipped, cancelled). Returns the new status, or null when the event changes nothing.
  */
 export function progressSubTask(current: SubTaskStatus, event: MailEventType): SubTaskStatus | null {
   const reached = REACHED[event];
+  if (!reached) return null;
+  if (ENDINGS.includes(current)) return isStrongerEnding(reached, current) ? reached : null;
   const from = STEP[current];
-  if (!reached || from === undefined) return null;
+  if (from === undefined) return null;
   if (ENDINGS.includes(reached)) return reached;
   return STEP[reached]! > from ? reached : null;
 }

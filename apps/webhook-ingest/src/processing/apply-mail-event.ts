@@ -1,5 +1,5 @@
 import { EntityManager } from 'typeorm';
-import { contactSuppression, MailEventType, progressSubTask } from '@edm/domain';
+import { contactSuppression, isStrongerEnding, MailEventType, progressSubTask } from '@edm/domain';
 import { EventMetadata, newEvent, NewEvent, SubTaskStatus } from '@edm/events';
 import { EventStore, StreamAppend } from '@edm/event-store';
 import { completeTasksIfDone } from '@edm/workflows';
@@ -104,10 +104,13 @@ export async function applyMailEvents(
     }
     results.push({ from, to });
     const contact = subTask.contact_id ? contacts.get(subTask.contact_id) : undefined;
-    if (contact?.status !== 'active') continue;
-    const contactEvents: NewEvent[] = [];
+    if (!contact) continue;
+    const wasActive = contact.status === 'active';
     let suppression = contactSuppression(event.type);
-    if (event.type === 'soft_bounce') {
+    // A suppressed contact changes only for a stronger ending (a complaint after an unsubscribe).
+    if (!wasActive && !(suppression && isStrongerEnding(suppression, contact.status))) continue;
+    const contactEvents: NewEvent[] = [];
+    if (wasActive && event.type === 'soft_bounce') {
       contact.soft_bounces += 1;
       contactEvents.push(
         newEvent('ContactSoftBounced', { contactId: contact.id, softBounces: contact.soft_bounces }),
@@ -122,10 +125,12 @@ export async function applyMailEvents(
           reason: event.reason ?? `${event.type} reported by the provider`,
         }),
       );
-      const pending: SubTaskState[] = await tx.query(
-        `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE contact_id = $1 AND status = 'pending' ORDER BY id FOR UPDATE`,
-        [contact.id],
-      );
+      const pending: SubTaskState[] = !wasActive
+        ? [] // skipped when the contact was first suppressed
+        : await tx.query(
+            `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE contact_id = $1 AND status = 'pending' ORDER BY id FOR UPDATE`,
+            [contact.id],
+          );
       for (const row of pending) {
         const skipped = subTasks.get(row.id) ?? row;
         subTasks.set(skipped.id, skipped);
