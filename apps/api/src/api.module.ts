@@ -4,6 +4,7 @@ import { AppConfig } from '@edm/config';
 import { PlatformModule } from '@edm/platform';
 import { AccountsController } from './accounts/accounts.controller';
 import { AlertsController } from './alerts/alerts.controller';
+import { EventLogsController } from './event-logs/event-logs.controller';
 import { AdminKeyBootstrap } from './auth/admin-key.bootstrap';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { ContactsController } from './contacts/contacts.controller';
@@ -28,6 +29,7 @@ export class ApiModule {
         TemplatesController,
         TasksController,
         AlertsController,
+        EventLogsController,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

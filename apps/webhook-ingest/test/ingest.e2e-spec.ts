@@ -359,6 +359,31 @@ describe('webhook-ingest (e2e)', () => {
     const counts = (await call('GET', `/api/v1/tasks/${task}`)).counts as Record<string, number>;
     expect(counts.sent).toBe(1_000);
     expect(counts.clicked).toBe(rows.filter((r) => r.status === 'clicked').length);
+
+    // GET /api/v1/event-logs: the task's provider events, newest first, page by page; none for another account.
+    const seen = new Set<string>();
+    let cursor: string | null = null;
+    do {
+      const page = (await call(
+        'GET',
+        `/api/v1/event-logs?taskId=${task}&matchStatus=matched&limit=500${cursor ? `&cursor=${cursor}` : ''}`,
+      )) as { items: { id: string; taskId: string; matchStrategy: string }[]; nextCursor: string | null };
+      for (const item of page.items) {
+        expect(item).toMatchObject({ taskId: task, matchStrategy: 'tracking-id' });
+        seen.add(item.id);
+      }
+      cursor = page.nextCursor;
+    } while (cursor);
+    expect(seen.size).toBe(logs.events);
+    const other = (await call('POST', '/api/v1/accounts', { name: 'another tenant' })) as { apiKey: string };
+    const foreign = await fetch(`${api.url}/api/v1/event-logs?taskId=${task}`, {
+      headers: { authorization: `Bearer ${other.apiKey}` },
+    });
+    expect(((await foreign.json()) as { items: unknown[] }).items).toEqual([]);
+    const invalid = await fetch(`${api.url}/api/v1/event-logs?matchStatus=bogus`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    expect(invalid.status).toBe(400);
   }, 240_000);
 
   it('applies out-of-order, repeated and concurrent events for one sub-task to one final state', async () => {

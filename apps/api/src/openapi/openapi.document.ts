@@ -2,6 +2,7 @@ import type { OpenAPIObject } from '@nestjs/swagger';
 import { z } from 'zod';
 import { createAccountSchema } from '../accounts/accounts.controller';
 import { listAlertsQuery } from '../alerts/alerts.controller';
+import { listEventLogsQuery } from '../event-logs/event-logs.controller';
 import { listContactsQuery, upsertContactsSchema } from '../contacts/contacts.schemas';
 import { createServiceSchema, freezeServiceSchema, updateServiceSchema } from '../services/services.schemas';
 import { createTaskSchema, listSubTasksQuery, listTasksQuery } from '../tasks/tasks.schemas';
@@ -112,6 +113,12 @@ const routes: Route[] = [
     query: listAlertsQuery,
   },
   { method: 'post', path: '/api/v1/alerts/{id}/acknowledge', summary: 'Acknowledge an alert' },
+  {
+    method: 'get',
+    path: '/api/v1/event-logs',
+    summary: 'List provider events received (newest first), by task and match status',
+    query: listEventLogsQuery,
+  },
 ];
 
 const jsonSchema = (schema: z.ZodType) =>
