@@ -1,3 +1,4 @@
+import { subTaskStatuses } from '@edm/events';
 import {
   Alert,
   Counts,
@@ -204,22 +205,7 @@ export function needsAttention(d: Diagnosis): boolean {
   return d.stuckLeases.count > 0 || noService || d.alerts.length > 0;
 }
 
-const STATUS_ORDER: (keyof Counts)[] = [
-  'pending',
-  'allocated',
-  'sending',
-  'sent',
-  'delivered',
-  'opened',
-  'clicked',
-  'bounced',
-  'complained',
-  'unsubscribed',
-  'failed',
-  'unknown',
-  'skipped',
-  'cancelled',
-];
+const STATUS_ORDER = subTaskStatuses as readonly (keyof Counts)[];
 
 function printDiagnosis(ctx: Context, d: Diagnosis): void {
   const s = ctx.style;

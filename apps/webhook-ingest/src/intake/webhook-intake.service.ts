@@ -113,10 +113,14 @@ export class WebhookIntakeService {
       // a webhook secret; otherwise the request must verify against one of them, which then
       // answers for it (its account scopes the matching).
       const candidates = await this.genericEngagelabServices();
-      verification = await this.verifier.verify({ provider, options: {} }, rawBody, headers);
+      verification =
+        candidates.length === 0
+          ? await this.verifier.verify({ provider, options: {} }, rawBody, headers)
+          : { verified: false, failure: 'no EngageLab service secret verifies it' };
       for (const candidate of candidates) {
-        verification = await this.verifier.verify({ provider, options: candidate.options }, rawBody, headers);
-        if (!verification.failure) {
+        const check = await this.verifier.verify({ provider, options: candidate.options }, rawBody, headers);
+        if (!check.failure) {
+          verification = check;
           serviceId = candidate.id;
           break;
         }
