@@ -55,7 +55,8 @@
  * at most CATCH_UP_MS; not a figure).
  *
  * Overrides for exploring (the documented figures use the defaults): BENCH_INGEST_DURATION_MS
- * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000).
+ * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
+ * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines).
  *
  * A miss is printed, never an exit code; the exit code is 1 only when something breaks (a failed
  * request, a wrong count, a timeout) or 2 when the watchdog fires. Only 127.0.0.1 traffic; bounded
@@ -965,6 +966,34 @@ async function latency(): Promise<LatencyFigure> {
   }
 }
 
+function printLatency(lat: LatencyFigure): void {
+  const row = (name: string, values: number[], judged = true) => {
+    const p99 = percentile(values, 99);
+    return [
+      name,
+      String(values.length),
+      ms1(percentile(values, 50)),
+      ms1(p99),
+      ms1(values.length ? Math.max(...values) : NaN),
+      judged ? `p99 < ${GOAL_P99_MS} ms` : '-',
+      judged ? (p99 < GOAL_P99_MS ? 'PASS' : 'MISS') : '-',
+    ];
+  };
+  printTable(
+    ['latency webhook -> sub-task delivered', 'n', 'p50', 'p99', 'max', 'goal', 'result'],
+    [
+      row('to apply tx start (events.occurred_at)', lat.applyStart),
+      row(`to seen committed (watcher, ${WATCH_EVERY_MS} ms)`, lat.visible),
+      row('request answered (for reference)', lat.request, false),
+    ],
+  );
+  log(
+    `latency: sent ${LATENCY_RECIPIENTS} in ${seconds(lat.sendWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.sendWindowMs)}); ` +
+      `applies spread over ${seconds(lat.applyWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.applyWindowMs)}); clock offset ${lat.offsetMs.toFixed(3)} ms`,
+  );
+  log(lat.cpu);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -987,6 +1016,12 @@ async function main(): Promise<void> {
       `load generator: worker thread, node:http keep-alive, ${CONCURRENCY} in flight, ${WARMUP_MS / 1_000} s warm-up + ${DURATION_MS / 1_000} s`,
     );
 
+    if (process.env.BENCH_INGEST_ONLY === 'latency') {
+      // Exploring the latency alone: part 3, without the throughput parts or their baselines.
+      const lat = await latency();
+      printLatency(lat);
+      return;
+    }
     log('baseline (a): bare node:http server');
     const bareRun = await bareBaseline(engagelab);
     log('baseline (b): pgbench -N -c 8 -j 2 -T 15 on a scratch database (-i -s 10)');
@@ -1047,30 +1082,7 @@ async function main(): Promise<void> {
       ],
     );
     process.stdout.write('\n');
-    const row = (name: string, values: number[], judged = true) => {
-      const p99 = percentile(values, 99);
-      return [
-        name,
-        String(values.length),
-        ms1(percentile(values, 50)),
-        ms1(p99),
-        ms1(values.length ? Math.max(...values) : NaN),
-        judged ? `p99 < ${GOAL_P99_MS} ms` : '-',
-        judged ? (p99 < GOAL_P99_MS ? 'PASS' : 'MISS') : '-',
-      ];
-    };
-    printTable(
-      ['latency webhook -> sub-task delivered', 'n', 'p50', 'p99', 'max', 'goal', 'result'],
-      [
-        row('to apply tx start (events.occurred_at)', lat.applyStart),
-        row(`to seen committed (watcher, ${WATCH_EVERY_MS} ms)`, lat.visible),
-        row('request answered (for reference)', lat.request, false),
-      ],
-    );
-    log(
-      `latency: sent ${LATENCY_RECIPIENTS} in ${seconds(lat.sendWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.sendWindowMs)}); ` +
-        `applies spread over ${seconds(lat.applyWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.applyWindowMs)}); clock offset ${lat.offsetMs.toFixed(3)} ms`,
-    );
+    printLatency(lat);
     for (const line of [
       single.cpu,
       single.commits,
@@ -1080,7 +1092,6 @@ async function main(): Promise<void> {
       batches.commits,
       batches.backlog,
       batches.catchUp,
-      lat.cpu,
     ])
       log(line);
     for (const o of observations) log(`observation: ${o}`);

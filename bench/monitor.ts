@@ -289,8 +289,10 @@ async function main(): Promise<void> {
       'consumer:webhook-ingest',
       `${THRESHOLDS.consumerLag} events`,
       async () => {
+        // webhook-ingest consumes the sends alone: pile those up while it is down.
         await ingest.stop();
-        await contacts('lagging', 2 * THRESHOLDS.consumerLag);
+        const busy = await service('busy', {}, { pace: { intervalMs: 1 } });
+        await task('busy', 2 * THRESHOLDS.consumerLag, [busy]);
       },
       async () => {
         const info = await jsm.consumers.info(env.stream, 'webhook-ingest');

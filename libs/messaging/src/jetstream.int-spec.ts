@@ -7,9 +7,9 @@ import { ack, nak, term } from './ack-decision';
 import { handleOnce } from './idempotent-handler';
 import { JetStreamService } from './jetstream.service';
 
-const event = (taskId = uuidv7()): DomainEvent => ({
+const event = (taskId = uuidv7(), type: 'TaskPaused' | 'TaskResumed' = 'TaskPaused'): DomainEvent => ({
   id: uuidv7(),
-  type: 'TaskPaused',
+  type,
   streamId: `task-${taskId}`,
   version: 1,
   occurredAt: new Date().toISOString(),
@@ -86,5 +86,32 @@ describe('JetStreamService (NATS)', () => {
     expect(await Promise.all([run(), run(), run()])).toEqual(expect.arrayContaining([true, false, false]));
     expect((await db.query(`SELECT count(*)::int AS n FROM effects`))[0].n).toBe(1);
     expect(await handleOnce(db, 'another-consumer', e, async () => undefined)).toBe(true);
+  });
+
+  it('narrows an existing consumer to a new subject filter, so it no longer receives the rest', async () => {
+    const everything = { durable: 'narrowed' };
+    await js.ensureConsumer(everything);
+    const [paused, resumed] = [event(), event(uuidv7(), 'TaskResumed')];
+    await js.publish(paused);
+    const sent = await js.publish(resumed);
+    expect(await js.consumerPending('narrowed')).toBeGreaterThanOrEqual(2);
+
+    const onlyResumed = { durable: 'narrowed', filterSubject: js.subjectOfType('TaskResumed') };
+    await js.ensureConsumer(onlyResumed);
+    await js.ensureConsumer(onlyResumed); // unchanged: updated in place, not recreated again
+    expect(logs.filter((l) => l.includes('subject filter changed') && l.includes('"narrowed"'))).toHaveLength(
+      1,
+    );
+    const seen: { id: string; seq: number }[] = [];
+    await js.consume(onlyResumed, async (e, context) => {
+      seen.push({ id: e.id, seq: context.streamSequence });
+      return ack();
+    });
+    await eventually('the resumed events delivered', async () => seen.some((s) => s.id === resumed.id));
+    await js.publish(event());
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen.some((s) => s.id === paused.id)).toBe(false);
+    expect(seen.find((s) => s.id === resumed.id)?.seq).toBe(sent.seq);
+    expect(await js.consumerPending('narrowed')).toBe(0);
   });
 });

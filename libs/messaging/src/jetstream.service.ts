@@ -12,7 +12,14 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
-import { DomainEvent, InvalidEventError, parseDomainEvent, subjectOf } from '@edm/events';
+import {
+  DomainEvent,
+  EventType,
+  InvalidEventError,
+  parseDomainEvent,
+  subjectFor,
+  subjectOf,
+} from '@edm/events';
 import { AckDecision, redeliveryDelay } from './ack-decision';
 
 export interface JetStreamOptions {
@@ -73,6 +80,11 @@ export class JetStreamService {
 
   subject(event: DomainEvent): string {
     return subjectOf(this.options.subjectPrefix, event);
+  }
+
+  /** The one subject every event of `type` is published on (not for MailEventRecorded). */
+  subjectOfType(type: Exclude<EventType, 'MailEventRecorded'>): string {
+    return subjectFor(this.options.subjectPrefix, type);
   }
 
   async connect(): Promise<void> {
@@ -149,6 +161,10 @@ export class JetStreamService {
     return this.manager().streams.info(this.options.stream);
   }
 
+  /**
+   * Creates the durable consumer, or updates the settings that may change in place. A consumer
+   * whose subject filter changed is deleted and created again (from the stream's start).
+   */
   async ensureConsumer(spec: ConsumerSpec): Promise<void> {
     const config = {
       durable_name: spec.durable,
@@ -160,23 +176,34 @@ export class JetStreamService {
       max_ack_pending: 1_000,
     };
     const jsm = this.manager();
-    try {
-      await jsm.consumers.info(this.options.stream, spec.durable);
+    const existing = await jsm.consumers.info(this.options.stream, spec.durable).catch((error: unknown) => {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    });
+    if (existing && existing.config.filter_subject !== config.filter_subject) {
+      this.options.log('info', 'consumer subject filter changed; recreating the consumer', {
+        durable: spec.durable,
+        from: existing.config.filter_subject ?? null,
+        to: config.filter_subject,
+      });
+      await jsm.consumers.delete(this.options.stream, spec.durable).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+    } else if (existing) {
       await jsm.consumers.update(this.options.stream, spec.durable, {
         ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
         max_ack_pending: config.max_ack_pending,
       });
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-      await jsm.consumers.add(this.options.stream, config).catch(async (addError: unknown) => {
-        const exists = await jsm.consumers.info(this.options.stream, spec.durable).then(
-          () => true,
-          () => false,
-        );
-        if (!exists) throw addError;
-      });
+      return;
     }
+    await jsm.consumers.add(this.options.stream, config).catch(async (addError: unknown) => {
+      const exists = await jsm.consumers.info(this.options.stream, spec.durable).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) throw addError;
+    });
   }
 
   async consumerPending(durable: string): Promise<number> {

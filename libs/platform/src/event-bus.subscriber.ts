@@ -1,12 +1,19 @@
-import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { DomainEvent } from '@edm/events';
+import { Inject, Injectable, OnApplicationBootstrap, Optional } from '@nestjs/common';
+import { DomainEvent, EventType } from '@edm/events';
 import { ack, AckDecision, JetStreamService } from '@edm/messaging';
 import { Metrics } from '@edm/observability';
 import { SERVICE_NAME } from './platform.module';
 
 /**
- * A service's durable consumer of every event, named after the service. It counts what it
- * receives; the services' own handlers (wake-ups, health state) hang off it.
+ * Narrows a service's bus consumer to the one event type it acts on (NATS 2.9 takes one subject
+ * filter per consumer), so it neither receives nor acknowledges the rest of the traffic.
+ */
+export const BUS_EVENT_TYPE = Symbol('BUS_EVENT_TYPE');
+
+/**
+ * A service's durable consumer, named after the service: of every event, or of the one type
+ * provided as BUS_EVENT_TYPE. It counts what it receives; the services' own handlers (wake-ups,
+ * health state) hang off it.
  */
 @Injectable()
 export class EventBusSubscriber implements OnApplicationBootstrap {
@@ -17,6 +24,7 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
     private readonly jetstream: JetStreamService,
     @Inject(SERVICE_NAME) private readonly service: string,
     metrics: Metrics,
+    @Optional() @Inject(BUS_EVENT_TYPE) private readonly only?: Exclude<EventType, 'MailEventRecorded'>,
   ) {
     this.received = metrics.counter(
       'edm_bus_events_received_total',
@@ -31,7 +39,10 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.jetstream.consume({ durable: this.service }, (event) => this.handle(event));
+    await this.jetstream.consume(
+      { durable: this.service, filterSubject: this.only && this.jetstream.subjectOfType(this.only) },
+      (event) => this.handle(event),
+    );
   }
 
   private async handle(event: DomainEvent): Promise<AckDecision> {
