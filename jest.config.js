@@ -21,9 +21,13 @@ const tier = (displayName, testMatch, extra = {}) => ({
   ...extra,
 });
 module.exports = {
+  // Tests run in band on two cores: a handle left open by a failed test must not hold the run forever.
+  forceExit: true,
   projects: [
     tier('unit', ['<rootDir>/{apps,libs}/**/*.spec.ts', '<rootDir>/test/deploy/**/*.spec.ts']),
     tier('int', ['<rootDir>/{apps,libs}/**/*.int-spec.ts']),
-    tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts'], { testTimeout: 60_000 }),
+    tier('e2e', ['<rootDir>/{apps,test}/**/*.e2e-spec.ts'], {
+      setupFilesAfterEnv: ['<rootDir>/test/e2e-timeout.js'],
+    }),
   ],
 };

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
 import { promqlMetricNames, PROMETHEUS_SERIES, yamlDocument } from './deploy/deploy-helpers';
@@ -20,6 +20,16 @@ const CONSUMERS = ['dispatcher', 'webhook-ingest', 'monitor'];
 describe('the system (e2e)', () => {
   let env: TestEnvironment;
   const running = new Map<AppName, ServiceProcess>();
+
+  /** A JetStream manager on the suite's NATS, closed whatever `use` does. */
+  const withJetStream = async <T>(use: (jsm: JetStreamManager) => Promise<T>): Promise<T> => {
+    const nc = await connect({ servers: env.natsUrl });
+    try {
+      return await use(await jetstreamManager(nc));
+    } finally {
+      await nc.close();
+    }
+  };
 
   const relayActive = async (service: ServiceProcess) => {
     const text = await (await fetch(`${service.url}/metrics`)).text();
@@ -51,11 +61,10 @@ describe('the system (e2e)', () => {
       });
       expect((await fetch(`${service.url}/health/live`)).status).toBe(200);
     }
-    const nc = await connect({ servers: env.natsUrl });
-    const jsm = await jetstreamManager(nc);
-    for (const durable of CONSUMERS)
-      expect((await jsm.consumers.info(env.stream, durable)).config.durable_name).toBe(durable);
-    await nc.close();
+    await withJetStream(async (jsm) => {
+      for (const durable of CONSUMERS)
+        expect((await jsm.consumers.info(env.stream, durable)).config.durable_name).toBe(durable);
+    });
   });
 
   it('runs one active relay among four processes, and a command reaches every consumer through it', async () => {
@@ -78,16 +87,32 @@ describe('the system (e2e)', () => {
 
     const db = new Client({ connectionString: env.databaseUrl });
     await db.connect();
-    const { rows } = await db.query(`SELECT count(*)::int AS n FROM events`);
-    await db.end();
-    const nc = await connect({ servers: env.natsUrl });
-    const jsm = await jetstreamManager(nc);
-    await eventually('every consumer acknowledged every event', async () => {
-      const infos = await Promise.all(CONSUMERS.map((d) => jsm.consumers.info(env.stream, d)));
-      return infos.every((i) => i.ack_floor.stream_seq >= rows[0].n && i.num_ack_pending === 0);
+    const { rows } = await db.query(`SELECT count(*)::int AS n FROM events`).finally(() => db.end());
+    await withJetStream(async (jsm) => {
+      // Every event on the stream, and every consumer caught up with what it takes: all of it, or
+      // (webhook-ingest) the sends alone.
+      await eventually('every consumer acknowledged every event it takes', async () => {
+        const stream = await jsm.streams.info(env.stream);
+        const infos = await Promise.all(CONSUMERS.map((d) => jsm.consumers.info(env.stream, d)));
+        return (
+          stream.state.last_seq >= rows[0].n &&
+          infos.every((i) => i.num_pending === 0 && i.num_ack_pending === 0)
+        );
+      });
+      const filters = await Promise.all(
+        CONSUMERS.map(async (d) => [
+          d,
+          (await jsm.consumers.info(env.stream, d)).config.filter_subject || null,
+        ]),
+      );
+      expect(Object.fromEntries(filters)).toMatchObject({
+        'webhook-ingest': expect.stringMatching(/\.sent$/),
+      });
+      // The others take every subject of the stream.
+      for (const [durable, filter] of filters)
+        if (durable !== 'webhook-ingest') expect(filter ?? '>').toMatch(/(^|\.)>$/);
+      expect((await jsm.streams.info(env.stream)).state.messages).toBe(rows[0].n);
     });
-    expect((await jsm.streams.info(env.stream)).state.messages).toBe(rows[0].n);
-    await nc.close();
   });
 
   it('exports every metric the Grafana dashboard and the Prometheus rules query', async () => {

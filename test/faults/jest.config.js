@@ -6,5 +6,7 @@ module.exports = {
   ...e2e,
   displayName: 'faults',
   testMatch: ['<rootDir>/test/faults/**/*.fault-spec.ts'],
+  setupFilesAfterEnv: [],
   testTimeout: 600_000,
+  forceExit: true,
 };
