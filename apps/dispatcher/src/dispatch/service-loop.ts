@@ -194,8 +194,9 @@ export class ServiceLoop {
           trackingBaseUrl: config.TRACKING_BASE_URL,
           linkKey: service.provider === 'smtp' ? this.linkKey : null,
         });
-        await this.onSlot(sendAt[i], minGapMs);
-        const outcome = await sender.send(mail, AbortSignal.timeout(config.DISPATCH_SEND_TIMEOUT_MS));
+        const outcome = await this.onSlot(sendAt[i], minGapMs, () =>
+          sender.send(mail, AbortSignal.timeout(config.DISPATCH_SEND_TIMEOUT_MS)),
+        );
         this.deps.onSend(service, outcome.kind);
         return {
           subTask,
@@ -246,20 +247,24 @@ export class ServiceLoop {
   }
 
   /**
-   * Waits for the slot's time. A request that started late (a cold first send) pushes the next
-   * one back as far as needed, so no two requests of this loop are ever closer than `minGapMs`;
-   * slots are a little further apart than that, so the loop catches up with them again.
+   * Waits for the slot's time, then issues the request in the same synchronous turn as the time
+   * it is stamped with: nothing (another send's continuation, a database answer) runs between
+   * them. A request that started late (a cold first send) pushes the next one back as far as
+   * needed, so no two requests of this loop are ever closer than `minGapMs`; slots are a little
+   * further apart than that, so the loop catches up with them again.
    */
-  private onSlot(slotAt: number, minGapMs: number): Promise<void> {
+  private onSlot<T>(slotAt: number, minGapMs: number, request: () => Promise<T>): Promise<T> {
+    let issued: Promise<T> | undefined;
     const turn = this.gate.then(async () => {
       const at = minGapMs > 0 ? Math.max(slotAt, this.lastRequestAt + minGapMs) : slotAt;
       const wait = at - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       this.lastRequestAt = Date.now();
+      issued = request();
       if (minGapMs > 0) this.deps.onPaceLag((this.lastRequestAt - slotAt) / 1_000);
     });
     this.gate = turn;
-    return turn;
+    return turn.then(() => issued!);
   }
 
   /** The cool-down is over: unfreeze (once, whichever replica gets here first) and probe with one mail. */
