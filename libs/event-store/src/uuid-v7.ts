@@ -1,7 +1,20 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 let lastMs = 0;
 let sequence = 0;
+
+/** Random bytes drawn 4 KiB at a time: one call into the system's generator per 256 ids. */
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
+
+function random(size: number): Buffer {
+  if (poolOffset + size > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  poolOffset += size;
+  return Buffer.from(pool.subarray(poolOffset - size, poolOffset));
+}
 
 /** RFC 9562 UUID version 7: time-ordered, so ids sort roughly by creation across processes. */
 export function uuidv7(): string {
@@ -12,9 +25,9 @@ export function uuidv7(): string {
     ms = lastMs;
   } else {
     lastMs = ms;
-    sequence = randomBytes(2).readUInt16BE(0) & 0x7ff;
+    sequence = random(2).readUInt16BE(0) & 0x7ff;
   }
-  const bytes = randomBytes(16);
+  const bytes = random(16);
   bytes.writeUIntBE(ms, 0, 6);
   bytes[6] = 0x70 | (sequence >> 8);
   bytes[7] = sequence & 0xff;
