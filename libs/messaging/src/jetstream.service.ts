@@ -95,6 +95,8 @@ export class JetStreamService {
       reconnectTimeWait: 500,
       waitOnFirstConnect: true,
       timeout: 5_000,
+      // Every publish is a request; capturing a stack for each costs more than the publish.
+      noAsyncTraces: true,
     });
     this.nc = nc;
     void this.watchStatus(nc);
