@@ -20,7 +20,7 @@ export interface MailEventApplication {
   meta: EventMetadata;
 }
 
-interface SubTaskState {
+export interface SubTaskState {
   id: string;
   task_id: string;
   contact_id: string | null;
@@ -40,24 +40,42 @@ interface ContactState {
  * moves forward (or not at all), and its contact is suppressed on a hard bounce, complaint or
  * unsubscribe, or after `softBounceLimit` soft bounces; a suppressed contact's pending sub-tasks
  * are skipped. The rows are locked once for the whole batch, in id order (sub-tasks, then
- * contacts), and every event is appended in one statement, each carrying its own cause.
+ * contacts), and every event is appended in one statement, each carrying its own cause, with
+ * the caller's own appends (`also`, after these).
  */
 export async function applyMailEvents(
   tx: EntityManager,
   store: EventStore,
   applications: readonly MailEventApplication[],
-  softBounceLimit: number,
+  options: {
+    softBounceLimit: number;
+    /** Appended in the same statement, after the events applied here. */
+    also?: readonly StreamAppend[];
+    /** The sub-tasks, already locked FOR UPDATE in this transaction by the caller. */
+    locked?: ReadonlyMap<string, SubTaskState>;
+  },
 ): Promise<{ from: SubTaskStatus; to: SubTaskStatus | null }[]> {
-  if (applications.length === 0) return [];
+  const { softBounceLimit, also = [], locked } = options;
+  const subTaskIds = [...new Set(applications.map((a) => a.subTaskId))];
   const subTasks = new Map<string, SubTaskState>(
-    (
-      await tx.query(
-        `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[]) ORDER BY id FOR UPDATE`,
-        [[...new Set(applications.map((a) => a.subTaskId))]],
-      )
-    ).map((r: SubTaskState) => [r.id, r]),
+    subTaskIds.length === 0
+      ? []
+      : locked && subTaskIds.every((id) => locked.has(id))
+        ? subTaskIds.map((id) => [id, { ...locked.get(id)! }])
+        : (
+            await tx.query(
+              `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[]) ORDER BY id FOR UPDATE`,
+              [subTaskIds],
+            )
+          ).map((r: SubTaskState) => [r.id, r]),
   );
-  const contactIds = [...new Set([...subTasks.values()].map((s) => s.contact_id).filter((c) => c !== null))];
+  // Contacts change only on a suppression or a soft bounce: only then are they read and locked.
+  const touchesContacts = applications.some(
+    (a) => a.event.type === 'soft_bounce' || contactSuppression(a.event.type) !== null,
+  );
+  const contactIds = !touchesContacts
+    ? []
+    : [...new Set([...subTasks.values()].map((s) => s.contact_id).filter((c) => c !== null))];
   const contacts = new Map<string, ContactState>(
     contactIds.length === 0
       ? []
@@ -158,7 +176,9 @@ export async function applyMailEvents(
       contact.version += contactEvents.length;
     }
   }
-  if (appends.length) await store.append(tx, appends, applications[0].meta);
+  appends.push(...also);
+  // Every append carries its own metadata; the shared argument is never used.
+  if (appends.length) await store.append(tx, appends, appends[0].metadata!);
   if (touchedTasks.length) await completeTasksIfDone(tx, store, touchedTasks, applications[0].meta);
   return results;
 }

@@ -1,4 +1,5 @@
 import { EntityManager } from 'typeorm';
+import { SubTaskStatus } from '@edm/events';
 
 export interface MailEventClues {
   trackingId: string | null;
@@ -130,25 +131,33 @@ export async function correlate(
   return null;
 }
 
+/** A sub-task as the batch path locks it: enough to match an event and to move the sub-task. */
+export interface LockedSubTask {
+  id: string;
+  task_id: string;
+  service_id: string | null;
+  account_id: string;
+  tracking_id: string;
+  contact_id: string | null;
+  status: SubTaskStatus;
+  version: number;
+}
+
 /**
  * The first strategy for a whole batch in one query, by the same rule: exactly one sub-task
- * carries the tracking id, inside the event's account when that is known. Keyed by the caller's
- * key; events it cannot match are simply absent.
+ * carries the tracking id, inside the event's account when that is known. The sub-tasks are
+ * locked (in id order) and returned, so that applying the events needs no second look. Matches
+ * are keyed by the caller's key; events it cannot match are simply absent.
  */
 export async function correlateByTrackingId(
   tx: EntityManager,
   events: readonly { key: string; trackingId: string; accountId: string | null }[],
-): Promise<Map<string, Correlation>> {
+): Promise<{ matches: Map<string, Correlation>; subTasks: Map<string, LockedSubTask> }> {
   const matches = new Map<string, Correlation>();
-  if (events.length === 0) return matches;
-  const rows: {
-    id: string;
-    task_id: string;
-    service_id: string | null;
-    account_id: string;
-    tracking_id: string;
-  }[] = await tx.query(
-    `SELECT id, task_id, service_id, account_id, tracking_id FROM sub_tasks WHERE tracking_id = ANY ($1::text[])`,
+  if (events.length === 0) return { matches, subTasks: new Map() };
+  const rows: LockedSubTask[] = await tx.query(
+    `SELECT id, task_id, service_id, account_id, tracking_id, contact_id, status, version
+       FROM sub_tasks WHERE tracking_id = ANY ($1::text[]) ORDER BY id FOR UPDATE`,
     [[...new Set(events.map((e) => e.trackingId))]],
   );
   for (const event of events) {
@@ -164,5 +173,5 @@ export async function correlateByTrackingId(
         strategy: 'tracking-id',
       });
   }
-  return matches;
+  return { matches, subTasks: new Map(rows.map((r) => [r.id, r])) };
 }

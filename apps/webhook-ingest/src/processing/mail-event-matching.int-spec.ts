@@ -105,8 +105,8 @@ describe('mail event matching (Postgres)', () => {
     expect(await run({ trackingId: a.tracking })).toMatchObject({ subTaskId: a.id, strategy: 'tracking-id' });
   });
 
-  it('matches a batch by tracking id in one query, by the same rule as the strategy', async () => {
-    const matches = await db.transaction((tx) =>
+  it('matches a batch by tracking id in one query, by the same rule as the strategy, and locks what it read', async () => {
+    const { matches, subTasks } = await db.transaction((tx) =>
       correlateByTrackingId(tx, [
         { key: 'mine', trackingId: a.tracking, accountId: account },
         { key: 'unscoped', trackingId: b.tracking, accountId: null },
@@ -117,6 +117,13 @@ describe('mail event matching (Postgres)', () => {
     expect(Object.fromEntries(matches)).toEqual({
       mine: { subTaskId: a.id, taskId: taskA, serviceId: service, strategy: 'tracking-id' },
       unscoped: { subTaskId: b.id, taskId: taskB, serviceId: service, strategy: 'tracking-id' },
+    });
+    // Every sub-task carrying one of the ids, in or out of the account, with what applying needs.
+    expect([...subTasks.keys()].sort()).toEqual([a.id, b.id, c.id].sort());
+    expect(subTasks.get(a.id)).toMatchObject({
+      task_id: taskA,
+      status: expect.any(String),
+      version: expect.any(Number),
     });
   });
 
@@ -208,12 +215,23 @@ describe('mail event matching (Postgres)', () => {
         )
       )[0];
     expect(await state()).toMatchObject({ match_status: 'pending', sub_task_id: null });
-    // The send is recorded with the provider's id; the next attempt finds it.
+    // Backed off: the schedule would look again in a second at the earliest.
+    const due = async () =>
+      (
+        await db.query(`SELECT next_match_at <= now() AS due FROM mail_events WHERE event_log_id = $1`, [
+          logId,
+        ])
+      )[0].due;
+    expect(await due()).toBe(false);
+    // The send is recorded with the provider's id: the event is due again at once, and found.
     await db.query(
       `UPDATE sub_tasks SET status = 'sent', provider_message_id = 'pm-early', sent_at = now() WHERE id = $1`,
       [early.id],
     );
-    await db.query(`UPDATE mail_events SET next_match_at = now() WHERE event_log_id = $1`, [logId]);
+    expect(await processor.rematchSent([a.id])).toBe(0);
+    expect(await due()).toBe(false);
+    expect(await processor.rematchSent([early.id])).toBe(1);
+    expect(await due()).toBe(true);
     await processor.drain();
     expect(await state()).toMatchObject({
       match_status: 'matched',

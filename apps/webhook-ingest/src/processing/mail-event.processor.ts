@@ -9,7 +9,7 @@ import { EventBusSubscriber } from '@edm/platform';
 import { isWebhookProvider, ParseWebhookResult, parseWebhook } from '@edm/providers';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
 import { parseTrackingHit } from '../tracking/tracking-hit';
-import { applyMailEvents } from './apply-mail-event';
+import { applyMailEvents, SubTaskState } from './apply-mail-event';
 import { correlate, correlateByTrackingId, Correlation } from './correlate-mail-event';
 
 interface StoredRequest {
@@ -40,6 +40,34 @@ interface PendingMailEvent {
   received_at: Date;
 }
 
+/** The columns of a PendingMailEvent. */
+const PENDING_COLUMNS = `id, event_log_id, provider, service_id, account_id, type, raw_type, occurred_at, recipient,
+  provider_message_ids, tracking_id, task_id, header_message_id, reason, suppression, match_attempts, received_at`;
+
+interface Matched {
+  event: PendingMailEvent;
+  match: Correlation;
+}
+
+interface ParsedRequest {
+  request: StoredRequest;
+  result: ParseWebhookResult;
+}
+
+interface StoredMailEvent extends PendingMailEvent {
+  dedupe_key: string;
+}
+
+/** Recorded sends are re-looked at in statements of at most this many, this often at most. */
+const REMATCH_BATCH = 1_000;
+const REMATCH_EVERY_MS = 50;
+
+/** Services whose account the processor keeps in memory. */
+const SERVICE_ACCOUNTS_KEPT = 10_000;
+
+const accountOf = (accounts: ReadonlyMap<string, string>, serviceId: string | null) =>
+  serviceId ? (accounts.get(serviceId) ?? null) : null;
+
 /** Rows a worker claims at once: small, so that concurrent workers share a burst. */
 const BATCH = 50;
 
@@ -53,6 +81,13 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   private running = false;
   private loops: Promise<void>[] = [];
   private readonly sleepers = new Set<() => void>();
+  private missedWakes = 0;
+  /** Sub-tasks whose send was recorded since the last re-look (see rematchSent). */
+  private readonly justSent = new Set<string>();
+  private rematching = false;
+  private readonly serviceAccounts = new Map<string, string>();
+  /** When the retries' schedule is next looked at (ms since the epoch; 0: at once). */
+  private matchDueAt = 0;
   private readonly events;
   private readonly strategyErrors;
 
@@ -78,9 +113,12 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   }
 
   onApplicationBootstrap(): void {
-    this.writer.onStored(() => this.wake());
+    this.writer.onStored(() => this.wake(1));
     this.bus.addListener((event) => {
-      if (event.type === 'SubTaskSent') this.wake();
+      if (event.type !== 'SubTaskSent') return;
+      // Bounded: past it (the database away for long), the schedule alone retries.
+      if (this.justSent.size < REMATCH_BATCH * 100) this.justSent.add(event.data.subTaskId);
+      this.rematchSoon();
     });
     this.running = true;
     // Several workers: each event is a chain of round trips, so one loop leaves the database
@@ -94,50 +132,193 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     await Promise.all(this.loops);
   }
 
-  wake(): void {
-    for (const wake of this.sleepers) wake();
+  /**
+   * Wakes `count` sleeping workers (all by default). New work wakes one, and a worker that finds
+   * a full batch wakes the next, so a burst spreads over the workers and a trickle costs one. A
+   * wake-up finding every worker busy is kept for the next one to fall asleep, so none is lost.
+   */
+  wake(count = Infinity): void {
+    for (const wake of this.sleepers) {
+      if (count <= 0) return;
+      count -= 1;
+      wake();
+    }
+    if (count !== Infinity) this.missedWakes = Math.min(this.missedWakes + count, this.config.INGEST_WORKERS);
   }
 
-  /** One pass: parse what was stored, then match what is due. Returns whether it did anything. */
+  /** One whole pass: parse what was stored, then match what is due. Returns how many rows it took. */
   async drain(): Promise<number> {
-    const parsed = await this.dataSource.transaction((tx) => this.parseStored(tx));
-    const matched = await this.dataSource.transaction((tx) => this.matchDue(tx));
+    const { parsed, matched } = await this.pass(true);
     return parsed + matched;
+  }
+
+  /**
+   * Parses what was stored, then matches what is due: the retries' schedule is polled once per
+   * INGEST_POLL_INTERVAL_MS across the workers, and at once when the common path left events
+   * pending, a send was recorded, or the last look found a full batch.
+   */
+  private async pass(matchAnyway: boolean): Promise<{ parsed: number; matched: number }> {
+    const parsed = await this.processStored();
+    if (parsed === BATCH) this.wake(1);
+    if (!matchAnyway && Date.now() < this.matchDueAt) return { parsed, matched: 0 };
+    this.matchDueAt = Date.now() + this.config.INGEST_POLL_INTERVAL_MS;
+    const matched = await this.dataSource.transaction((tx) => this.matchDue(tx));
+    if (matched === BATCH) {
+      this.matchDueAt = 0;
+      this.wake(1);
+    }
+    return { parsed, matched };
   }
 
   private async run(): Promise<void> {
     while (this.running) {
-      let worked = 0;
+      let more = false;
       try {
-        worked = await this.drain();
+        const { parsed, matched } = await this.pass(false);
+        // A partial batch took everything there was: what comes next wakes a worker.
+        more = parsed === BATCH || matched === BATCH;
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
-      if (!worked && this.running) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            this.sleepers.delete(done);
-            resolve();
-          };
-          const timer = setTimeout(done, this.config.INGEST_POLL_INTERVAL_MS);
-          this.sleepers.add(done);
-        });
+      if (more || !this.running) continue;
+      if (this.missedWakes > 0) {
+        this.missedWakes -= 1;
+        continue;
       }
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.sleepers.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, this.config.INGEST_POLL_INTERVAL_MS);
+        this.sleepers.add(done);
+      });
     }
   }
 
-  private async parseStored(tx: EntityManager): Promise<number> {
-    const stored: StoredRequest[] = await tx.query(
+  /** Re-looks for the sends recorded so far, one statement at a time, every REMATCH_EVERY_MS at most. */
+  private rematchSoon(): void {
+    if (this.rematching || !this.running) return;
+    this.rematching = true;
+    setTimeout(() => {
+      const ids = [...this.justSent].slice(0, REMATCH_BATCH);
+      for (const id of ids) this.justSent.delete(id);
+      this.rematchSent(ids)
+        .catch((error: unknown) =>
+          // The schedule still retries them; only the shortcut is lost.
+          this.logger.event('warn', 'pending events not re-looked at for recorded sends', {
+            error: String(error),
+          }),
+        )
+        .finally(() => {
+          this.rematching = false;
+          if (this.justSent.size) this.rematchSoon();
+        });
+    }, REMATCH_EVERY_MS);
+  }
+
+  /**
+   * An event may outrun the record of its send. When sends are recorded, the pending events
+   * that may be theirs (same tracking id, provider message id or recipient) are due at once,
+   * whatever their back-off, and a worker is woken. Returns how many were made due.
+   */
+  async rematchSent(subTaskIds: readonly string[]): Promise<number> {
+    if (subTaskIds.length === 0) return 0;
+    // One index lookup per clue (the partial indexes on pending events), then the rows by id: the
+    // cost follows the sends, never the size of the pending backlog.
+    const [, count]: [unknown, number] = await this.dataSource.query(
+      `WITH s AS (SELECT tracking_id, provider_message_id, lower(email) AS email
+                    FROM sub_tasks WHERE id = ANY ($1::uuid[]))
+       UPDATE mail_events m SET next_match_at = clock_timestamp()
+        WHERE m.id = ANY (ARRAY(
+                SELECT p.id FROM s JOIN mail_events p ON p.tracking_id = s.tracking_id
+                 WHERE p.match_status = 'pending'
+                UNION
+                SELECT p.id FROM s JOIN mail_events p ON p.provider_message_ids @> ARRAY[s.provider_message_id]
+                 WHERE p.match_status = 'pending'
+                UNION
+                SELECT p.id FROM s JOIN mail_events p ON lower(p.recipient) = s.email
+                 WHERE p.match_status = 'pending'))
+          AND m.match_status = 'pending' AND m.next_match_at > clock_timestamp()`,
+      [subTaskIds],
+    );
+    if (count > 0) {
+      this.matchDueAt = 0;
+      this.wake(1);
+    }
+    return count;
+  }
+
+  /**
+   * The common case in one transaction: a batch of stored requests is parsed into provider
+   * events, and those carrying our tracking id are matched and applied at once. If anything in
+   * it fails, nothing of it stays, and the careful path takes the batch: request by request,
+   * matching left to `matchDue`.
+   */
+  private async processStored(): Promise<number> {
+    try {
+      const { taken, matched, leftPending } = await this.dataSource.transaction(async (tx) => {
+        const stored = await this.claimStored(tx);
+        if (stored.length === 0) return { taken: 0, matched: [], leftPending: false };
+        const parsed = stored.map((request) => this.parse(request));
+        // Matched before they are stored, so that they are stored matched: the sub-tasks are
+        // locked here, and only the events the INSERT finds new are applied.
+        const accounts = await this.accountsOf(tx, stored);
+        const candidates = parsed.flatMap(({ request, result }) =>
+          result.kind !== 'events'
+            ? []
+            : result.events.flatMap((event) =>
+                event.trackingId
+                  ? [
+                      {
+                        key: event.dedupeKey,
+                        trackingId: event.trackingId,
+                        accountId: accountOf(accounts, request.service_id),
+                      },
+                    ]
+                  : [],
+              ),
+        );
+        const { matches, subTasks } = await correlateByTrackingId(tx, candidates);
+        const fresh = await this.storeParsed(tx, parsed, accounts, matches);
+        const matched = fresh.flatMap((event) => {
+          const match = matches.get(event.dedupe_key);
+          return match ? [{ event, match }] : [];
+        });
+        await this.settleMatched(tx, matched, subTasks);
+        return { taken: stored.length, matched, leftPending: fresh.length > matched.length };
+      });
+      // Events the common path could not settle are for matchDue's strategies, now.
+      if (leftPending) this.matchDueAt = 0;
+      this.countMatched(matched);
+      return taken;
+    } catch (error) {
+      this.logger.event('warn', 'stored webhooks not processed as a batch; parsing them one by one', {
+        error: String(error),
+      });
+      this.matchDueAt = 0;
+      return this.dataSource.transaction((tx) => this.parseStored(tx));
+    }
+  }
+
+  private claimStored(tx: EntityManager): Promise<StoredRequest[]> {
+    return tx.query(
       `SELECT id, source, service_id, raw_body, headers FROM event_logs WHERE status = 'received'
         ORDER BY received_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
       [BATCH],
     );
+  }
+
+  /** The careful path: one request the database refuses is marked invalid, the others go on. */
+  private async parseStored(tx: EntityManager): Promise<number> {
+    const stored = await this.claimStored(tx);
     if (stored.length === 0) return 0;
-    const parsed = stored.map((request) => ({ request, result: this.parse(request) }));
+    const parsed = stored.map((request) => this.parse(request));
+    const accounts = await this.accountsOf(tx, stored);
     await tx.query('SAVEPOINT parse_batch');
     try {
-      await this.storeParsed(tx, parsed);
+      await this.storeParsed(tx, parsed, accounts);
       await tx.query('RELEASE SAVEPOINT parse_batch');
     } catch {
       // One request the database refuses must not hold back the others: one at a time, and the
@@ -146,7 +327,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       for (const one of parsed) {
         await tx.query('SAVEPOINT parse_one');
         try {
-          await this.storeParsed(tx, [one]);
+          await this.storeParsed(tx, [one], accounts);
           await tx.query('RELEASE SAVEPOINT parse_one');
         } catch (oneError) {
           await tx.query('ROLLBACK TO SAVEPOINT parse_one');
@@ -154,97 +335,93 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
             eventLogId: one.request.id,
             error: String(oneError),
           });
-          await this.storeParsed(tx, [
-            {
-              request: one.request,
-              result: { kind: 'invalid', reason: `not storable: ${String(oneError)}` },
-            },
-          ]);
+          await this.storeParsed(
+            tx,
+            [
+              {
+                request: one.request,
+                result: { kind: 'invalid', reason: `not storable: ${String(oneError)}` },
+              },
+            ],
+            accounts,
+          );
         }
       }
     }
     return stored.length;
   }
 
-  private parse(request: StoredRequest): ParseWebhookResult {
-    if (request.source === 'tracking') return parseTrackingHit(request.raw_body);
-    if (isWebhookProvider(request.source))
-      return parseWebhook(request.source, request.raw_body, request.headers);
-    return { kind: 'invalid', reason: `unknown source ${request.source}` };
+  private parse(request: StoredRequest): ParsedRequest {
+    try {
+      if (request.source === 'tracking') return { request, result: parseTrackingHit(request.raw_body) };
+      if (isWebhookProvider(request.source))
+        return { request, result: parseWebhook(request.source, request.raw_body, request.headers) };
+      return { request, result: { kind: 'invalid', reason: `unknown source ${request.source}` } };
+    } catch (error) {
+      // A parser bug must not hold the request back forever: it is kept, marked with the error.
+      return { request, result: { kind: 'invalid', reason: `parser failed: ${String(error)}` } };
+    }
+  }
+
+  /**
+   * The account of each service the requests name. A service never changes account, so what
+   * was read once is kept (up to SERVICE_ACCOUNTS_KEPT services).
+   */
+  private async accountsOf(
+    tx: EntityManager,
+    stored: readonly StoredRequest[],
+  ): Promise<Map<string, string>> {
+    const wanted = [...new Set(stored.map((r) => r.service_id).filter((id): id is string => id !== null))];
+    const missing = wanted.filter((id) => !this.serviceAccounts.has(id));
+    if (missing.length) {
+      const rows: { id: string; account_id: string }[] = await tx.query(
+        `SELECT id, account_id FROM sending_services WHERE id = ANY ($1::uuid[])`,
+        [missing],
+      );
+      if (this.serviceAccounts.size + rows.length > SERVICE_ACCOUNTS_KEPT) this.serviceAccounts.clear();
+      for (const row of rows) this.serviceAccounts.set(row.id, row.account_id);
+    }
+    return new Map(
+      wanted.flatMap((id) => (this.serviceAccounts.has(id) ? [[id, this.serviceAccounts.get(id)!]] : [])),
+    );
   }
 
   /**
    * The provider events of a batch of requests in one INSERT (one seen before, by id or body, is
-   * dropped by the unique dedupe key), and every request's outcome in one UPDATE.
+   * dropped by the unique dedupe key; one in `matches`, by its dedupe key, is stored matched),
+   * and every request's outcome, in one statement. Returns the events that are new, as stored.
    */
   private async storeParsed(
     tx: EntityManager,
-    parsed: readonly { request: StoredRequest; result: ParseWebhookResult }[],
-  ): Promise<void> {
-    const serviceIds = [
-      ...new Set(parsed.map((p) => p.request.service_id).filter((id): id is string => id !== null)),
-    ];
-    const accounts = new Map<string, string>(
-      serviceIds.length === 0
-        ? []
-        : (
-            await tx.query(`SELECT id, account_id FROM sending_services WHERE id = ANY ($1::uuid[])`, [
-              serviceIds,
-            ])
-          ).map((r: { id: string; account_id: string }) => [r.id, r.account_id]),
-    );
+    parsed: readonly ParsedRequest[],
+    accounts: ReadonlyMap<string, string>,
+    matches: ReadonlyMap<string, Correlation> = new Map(),
+  ): Promise<StoredMailEvent[]> {
     const rows = parsed.flatMap(({ request, result }) =>
-      result.kind === 'events' ? result.events.map((event) => ({ request, event })) : [],
+      result.kind === 'events'
+        ? result.events.map((event) => ({ request, event, match: matches.get(event.dedupeKey) }))
+        : [],
     );
-    if (rows.length > 0) {
-      const inserted: { provider: string }[] = await tx.query(
-        `INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient,
-                                  provider_message_ids, tracking_id, task_id, header_message_id, url, reason, suppression)
-         SELECT u.id, u.event_log_id, u.provider, u.service_id, u.account_id, u.dedupe_key, u.type, u.raw_type, u.occurred_at, u.recipient,
-                ARRAY(SELECT jsonb_array_elements_text(u.ids::jsonb)), u.tracking_id, u.task_id, u.header_message_id, u.url, u.reason, u.suppression
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-                       $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::boolean[])
-                AS u(id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient, ids,
-                     tracking_id, task_id, header_message_id, url, reason, suppression)
-         ON CONFLICT (dedupe_key) DO NOTHING
-         RETURNING provider`,
-        [
-          rows.map(() => uuidv7()),
-          rows.map(({ request }) => request.id),
-          rows.map(({ request }) => request.source),
-          rows.map(({ request }) => request.service_id),
-          rows.map(({ request }) => (request.service_id ? (accounts.get(request.service_id) ?? null) : null)),
-          rows.map(({ event }) => event.dedupeKey),
-          rows.map(({ event }) => event.type),
-          rows.map(({ event }) => event.rawType.slice(0, 200)),
-          rows.map(({ event }) => (Number.isNaN(event.occurredAt.getTime()) ? new Date() : event.occurredAt)),
-          rows.map(({ event }) => event.recipient ?? null),
-          rows.map(({ event }) =>
-            JSON.stringify([
-              ...new Set(
-                [event.providerMessageId, ...event.messageIdCandidates].filter((x): x is string => !!x),
-              ),
-            ]),
-          ),
-          rows.map(({ event }) => event.trackingId ?? null),
-          rows.map(({ event }) => event.taskId ?? null),
-          rows.map(({ event }) => event.headerMessageId ?? null),
-          rows.map(({ event }) => event.url ?? null),
-          rows.map(({ event }) => event.reason ?? null),
-          rows.map(({ event }) => event.suppression),
-        ],
-      );
-      const duplicates = new Map<string, number>();
-      for (const { request } of rows)
-        duplicates.set(request.source, (duplicates.get(request.source) ?? 0) + 1);
-      for (const { provider } of inserted) duplicates.set(provider, duplicates.get(provider)! - 1);
-      for (const [provider, n] of duplicates)
-        if (n > 0) this.events.inc({ provider, type: 'any', match: 'duplicate' }, n);
-    }
-    await tx.query(
-      `UPDATE event_logs e SET status = u.status, parse_error = u.note, events = u.events, processed_at = clock_timestamp()
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS u(id, status, note, events)
-        WHERE e.id = u.id`,
+    const fresh: StoredMailEvent[] = await tx.query(
+      `WITH outcome AS (
+         UPDATE event_logs e SET status = o.status, parse_error = o.note, events = o.events, processed_at = clock_timestamp()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS o(id, status, note, events)
+          WHERE e.id = o.id
+       )
+       INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient,
+                                provider_message_ids, tracking_id, task_id, header_message_id, url, reason, suppression,
+                                match_status, match_strategy, sub_task_id, matched_task_id, match_attempts)
+       SELECT u.id, u.event_log_id, u.provider, u.service_id, u.account_id, u.dedupe_key, u.type, u.raw_type, u.occurred_at, u.recipient,
+              ARRAY(SELECT jsonb_array_elements_text(u.ids::jsonb)), u.tracking_id, u.task_id, u.header_message_id, u.url, u.reason,
+              u.suppression, CASE WHEN u.sub_task_id IS NULL THEN 'pending' ELSE 'matched' END, u.strategy, u.sub_task_id,
+              u.matched_task_id, CASE WHEN u.sub_task_id IS NULL THEN 0 ELSE 1 END
+         FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::timestamptz[],
+                     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::boolean[],
+                     $22::text[], $23::uuid[], $24::uuid[])
+              AS u(id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient, ids,
+                   tracking_id, task_id, header_message_id, url, reason, suppression, strategy, sub_task_id, matched_task_id)
+       ON CONFLICT (dedupe_key) DO NOTHING
+       RETURNING ${PENDING_COLUMNS}, dedupe_key`,
       [
         parsed.map(({ request }) => request.id),
         parsed.map(({ result }) => (result.kind === 'invalid' ? 'invalid' : 'processed')),
@@ -256,13 +433,45 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
               : `SNS ${result.messageType}`,
         ),
         parsed.map(({ result }) => (result.kind === 'events' ? result.events.length : 0)),
+        rows.map(() => uuidv7()),
+        rows.map(({ request }) => request.id),
+        rows.map(({ request }) => request.source),
+        rows.map(({ request }) => request.service_id),
+        rows.map(({ request }) => accountOf(accounts, request.service_id)),
+        rows.map(({ event }) => event.dedupeKey),
+        rows.map(({ event }) => event.type),
+        rows.map(({ event }) => event.rawType.slice(0, 200)),
+        rows.map(({ event }) => (Number.isNaN(event.occurredAt.getTime()) ? new Date() : event.occurredAt)),
+        rows.map(({ event }) => event.recipient ?? null),
+        rows.map(({ event }) =>
+          JSON.stringify([
+            ...new Set(
+              [event.providerMessageId, ...event.messageIdCandidates].filter((x): x is string => !!x),
+            ),
+          ]),
+        ),
+        rows.map(({ event }) => event.trackingId ?? null),
+        rows.map(({ event }) => event.taskId ?? null),
+        rows.map(({ event }) => event.headerMessageId ?? null),
+        rows.map(({ event }) => event.url ?? null),
+        rows.map(({ event }) => event.reason ?? null),
+        rows.map(({ event }) => event.suppression),
+        rows.map(({ match }) => match?.strategy ?? null),
+        rows.map(({ match }) => match?.subTaskId ?? null),
+        rows.map(({ match }) => match?.taskId ?? null),
       ],
     );
+    const duplicates = new Map<string, number>();
+    for (const { request } of rows) duplicates.set(request.source, (duplicates.get(request.source) ?? 0) + 1);
+    for (const { provider } of fresh) duplicates.set(provider, duplicates.get(provider)! - 1);
+    for (const [provider, n] of duplicates)
+      if (n > 0) this.events.inc({ provider, type: 'any', match: 'duplicate' }, n);
+    return fresh;
   }
 
   private async matchDue(tx: EntityManager): Promise<number> {
     const due: PendingMailEvent[] = await tx.query(
-      `SELECT * FROM mail_events WHERE match_status = 'pending' AND next_match_at <= clock_timestamp()
+      `SELECT ${PENDING_COLUMNS} FROM mail_events WHERE match_status = 'pending' AND next_match_at <= clock_timestamp()
         ORDER BY next_match_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
       [BATCH],
     );
@@ -286,33 +495,49 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   }
 
   /**
-   * The common case in bulk: events carrying our tracking id (the first strategy) are matched,
-   * applied and recorded for the whole batch in a few statements. Anything this path cannot
-   * settle, or a batch it fails on, goes through `matchOne`, event by event.
+   * Events due again, or left by the common path: those carrying our tracking id are settled in
+   * bulk first (in a savepoint: if that fails, every one goes through `matchOne`).
    */
   private async matchByTrackingId(tx: EntityManager, due: PendingMailEvent[]): Promise<Set<string>> {
-    const candidates = due.filter((e) => e.tracking_id);
-    if (candidates.length === 0) return new Set();
+    if (!due.some((e) => e.tracking_id)) return new Set();
     await tx.query('SAVEPOINT tracking_id_batch');
     try {
-      const matches = await correlateByTrackingId(
-        tx,
-        candidates.map((e) => ({ key: e.id, trackingId: e.tracking_id!, accountId: e.account_id })),
-      );
-      const matched = candidates.flatMap((event) => {
-        const match = matches.get(event.id);
-        return match ? [{ event, match }] : [];
-      });
-      await this.settleMatched(tx, matched);
+      const matched = await this.settleByTrackingId(tx, due);
       await tx.query('RELEASE SAVEPOINT tracking_id_batch');
-      for (const { event } of matched)
-        this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: 'tracking-id' });
+      this.countMatched(matched);
       return new Set(matched.map(({ event }) => event.id));
     } catch (error) {
       await tx.query('ROLLBACK TO SAVEPOINT tracking_id_batch');
       this.logger.event('warn', 'batch matching failed; matching event by event', { error: String(error) });
       return new Set();
     }
+  }
+
+  /**
+   * The common case in bulk: events carrying our tracking id (the first strategy) are matched,
+   * applied and recorded in a few statements. Returns those it settled; the rest stay pending
+   * for `matchOne` and its other strategies.
+   */
+  private async settleByTrackingId(tx: EntityManager, events: PendingMailEvent[]): Promise<Matched[]> {
+    const candidates = events.filter((e) => e.tracking_id);
+    if (candidates.length === 0) return [];
+    const { matches, subTasks } = await correlateByTrackingId(
+      tx,
+      candidates.map((e) => ({ key: e.id, trackingId: e.tracking_id!, accountId: e.account_id })),
+    );
+    const matched = candidates.flatMap((event) => {
+      const match = matches.get(event.id);
+      return match ? [{ event, match }] : [];
+    });
+    await this.markMatched(tx, matched);
+    await this.settleMatched(tx, matched, subTasks);
+    return matched;
+  }
+
+  /** Counted once their transaction committed. */
+  private countMatched(matched: readonly Matched[]): void {
+    for (const { event, match } of matched)
+      this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
   }
 
   private async matchOne(tx: EntityManager, event: PendingMailEvent): Promise<void> {
@@ -349,14 +574,16 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       await this.store.append(tx, [this.recorded(event, null)], this.meta(event.event_log_id));
       return;
     }
+    await this.markMatched(tx, [{ event, match }]);
     await this.settleMatched(tx, [{ event, match }]);
     this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
   }
 
-  /** Applies matched events to their sub-tasks, marks them matched, and records each as an event. */
+  /** Applies matched events to their sub-tasks and records each as an event. */
   private async settleMatched(
     tx: EntityManager,
-    matched: readonly { event: PendingMailEvent; match: Correlation }[],
+    matched: readonly Matched[],
+    locked?: ReadonlyMap<string, SubTaskState>,
   ): Promise<void> {
     if (matched.length === 0) return;
     await applyMailEvents(
@@ -376,8 +603,17 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           },
           meta: this.meta(event.event_log_id),
         })),
-      this.config.INGEST_SOFT_BOUNCE_LIMIT,
+      {
+        softBounceLimit: this.config.INGEST_SOFT_BOUNCE_LIMIT,
+        also: matched.map(({ event, match }) => this.recorded(event, match)),
+        locked,
+      },
     );
+  }
+
+  /** Stored events found their sub-task: marked so, with the strategy that found it. */
+  private async markMatched(tx: EntityManager, matched: readonly Matched[]): Promise<void> {
+    if (matched.length === 0) return;
     await tx.query(
       `UPDATE mail_events m SET match_status = 'matched', match_strategy = u.strategy, sub_task_id = u.sub_task_id,
               matched_task_id = u.task_id, match_attempts = m.match_attempts + 1
@@ -389,11 +625,6 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         matched.map(({ match }) => match.subTaskId),
         matched.map(({ match }) => match.taskId),
       ],
-    );
-    await this.store.append(
-      tx,
-      matched.map(({ event, match }) => this.recorded(event, match)),
-      this.meta(matched[0].event.event_log_id),
     );
   }
 

@@ -2,6 +2,7 @@ import { InitialSchema1764288000000 } from './1764288000000-initial-schema';
 import { DispatchState1764291600000 } from './1764291600000-dispatch-state';
 import { WebhookIntake1764295200000 } from './1764295200000-webhook-intake';
 import { Monitoring1764298800000 } from './1764298800000-monitoring';
+import { PendingMatchIndexes1764302400000 } from './1764302400000-pending-match-indexes';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
 export const migrations = [
@@ -9,4 +10,5 @@ export const migrations = [
   DispatchState1764291600000,
   WebhookIntake1764295200000,
   Monitoring1764298800000,
+  PendingMatchIndexes1764302400000,
 ];
