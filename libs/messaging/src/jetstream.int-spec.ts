@@ -114,4 +114,42 @@ describe('JetStreamService (NATS)', () => {
     expect(seen.find((s) => s.id === resumed.id)?.seq).toBe(sent.seq);
     expect(await js.consumerPending('narrowed')).toBe(0);
   });
+
+  it('acknowledges a burst in groups, and sends the acks still grouped when it stops', async () => {
+    const options = {
+      servers: env.natsUrl,
+      stream: env.stream,
+      subjectPrefix: env.subjectPrefix,
+      duplicateWindowMs: 120_000,
+      name: 'jetstream-test-groups',
+      log: () => undefined,
+    };
+    const spec = { durable: 'grouped', filterSubject: js.subjectOfType('TaskResumed') };
+    await js.ensureConsumer(spec);
+    const burst = Array.from({ length: 300 }, () => event(uuidv7(), 'TaskResumed'));
+    await Promise.all(burst.map((e) => js.publish(e)));
+
+    const consumer = new JetStreamService(options);
+    await consumer.connect();
+    const ids = new Set(burst.map((e) => e.id));
+    const seen = new Set<string>();
+    let stopping: Promise<void> | undefined;
+    await consumer.consume(spec, async (e) => {
+      if (ids.has(e.id)) seen.add(e.id);
+      // Stops the moment the last one is handled: its ack, and the group's, are still waiting.
+      if (seen.size === burst.length) stopping ??= consumer.drain();
+      return ack();
+    });
+    await eventually('the burst handled and the consumer stopped', async () => stopping !== undefined);
+    await stopping;
+    // (The stream also holds earlier tests' TaskResumed events, delivered first.)
+    const stats = consumer.stats.get('grouped')!;
+    expect(stats.handled).toBeGreaterThanOrEqual(300);
+    expect(stats.acked).toBe(stats.handled);
+    // Nothing left to deliver or waiting for an ack: every ack reached the server.
+    await eventually(
+      'no message pending or unacknowledged',
+      async () => (await js.consumerPending('grouped')) === 0,
+    );
+  });
 });

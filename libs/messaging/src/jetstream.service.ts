@@ -22,6 +22,9 @@ import {
 } from '@edm/events';
 import { AckDecision, redeliveryDelay } from './ack-decision';
 
+/** How long a handled message may wait for its ack, so that acks leave together. */
+const ACK_GROUP_MS = 10;
+
 export interface JetStreamOptions {
   servers: string;
   stream: string;
@@ -229,16 +232,25 @@ export class JetStreamService {
     this.stats.set(spec.durable, stats);
     const consumer = await this.client().consumers.get(this.options.stream, spec.durable);
     const messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+    // Settled in groups, at most ACK_GROUP_MS after the handler decided: each ack is a message to
+    // the server, and acks sent together leave in one socket write instead of one write each.
+    let unsettled: [JsMsg, AckDecision][] = [];
+    const settleAll = () => {
+      const group = unsettled;
+      unsettled = [];
+      for (const [msg, decision] of group) this.settle(msg, decision, stats, spec.durable);
+    };
     const loop = (async () => {
       for await (const msg of messages) {
         stats.handled += 1;
         const decision = await this.decide(msg, handler);
-        this.settle(msg, decision, stats, spec.durable);
+        if (unsettled.push([msg, decision]) === 1) setTimeout(settleAll, ACK_GROUP_MS);
       }
     })();
     this.stops.push(async () => {
       await messages.close();
       await loop.catch(() => undefined);
+      settleAll();
     });
   }
 
