@@ -62,7 +62,8 @@
  *
  * Overrides for exploring (the documented figures use the defaults): BENCH_INGEST_DURATION_MS
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
- * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines).
+ * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
+ * BENCH_INGEST_WORKERS (webhook-ingest's INGEST_WORKERS, default the service's own).
  *
  * A miss is printed, never an exit code; the exit code is 1 only when something breaks (a failed
  * request, a wrong count, a timeout) or 2 when the watchdog fires. Only 127.0.0.1 traffic; bounded
@@ -195,7 +196,12 @@ const databaseName = (env: TestEnvironment) => new URL(env.databaseUrl).pathname
 
 /** The bench measures capacity from one client address: webhook-ingest's per-client rate limit is off. */
 async function start(app: 'api' | 'webhook-ingest' | 'dispatcher', env: Record<string, string>) {
-  const service = await startService(app, { ...env, WEBHOOK_RATE_LIMIT_PER_SECOND: '0' });
+  const workers = process.env.BENCH_INGEST_WORKERS;
+  const service = await startService(app, {
+    ...env,
+    WEBHOOK_RATE_LIMIT_PER_SECOND: '0',
+    ...(workers ? { INGEST_WORKERS: workers } : {}),
+  });
   services.add(service);
   log(`${app} started (pid ${service.process.pid}) at ${service.url}`);
   return service;
