@@ -253,6 +253,73 @@ describe('mail event matching (Postgres)', () => {
     ).toBe(1);
   });
 
+  it('keeps an event for a sub-task whose send is not on record waiting, then applies it once the send is recorded', async () => {
+    // Its dispatcher died after the provider accepted the mail: the lease went back to pending,
+    // and the provider's callbacks arrive before the resend (deduplicated) is recorded.
+    const released = subTask(taskA, 'released@example.com');
+    await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, 'pending', $5, $6, now(), now())`,
+      [released.id, taskA, account, released.email, service, released.tracking],
+    );
+    const logId = uuidv7();
+    const event = { messageId: 'pm-released', email: released.email, timestamp: Date.now() };
+    await db.query(
+      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
+      [
+        logId,
+        service,
+        JSON.stringify({
+          events: [
+            // Found by the batch path (tracking id), and by matchOne (task and recipient).
+            { ...event, eventId: 'e-released-1', type: 'delivered', trackingId: released.tracking },
+            { ...event, eventId: 'e-released-2', type: 'open', taskId: taskA },
+          ],
+        }),
+      ],
+    );
+    await processor.drain();
+    await processor.drain();
+    const states = async () =>
+      db.query(
+        `SELECT match_status, match_strategy, sub_task_id, next_match_at > now() AS backed_off
+           FROM mail_events WHERE event_log_id = $1 ORDER BY dedupe_key`,
+        [logId],
+      );
+    expect(await states()).toEqual([
+      { match_status: 'pending', match_strategy: null, sub_task_id: null, backed_off: true },
+      { match_status: 'pending', match_strategy: null, sub_task_id: null, backed_off: true },
+    ]);
+    const subTaskEvents = async () =>
+      (
+        await db.query(`SELECT count(*)::int AS n FROM events WHERE stream_id = $1`, [
+          `subtask-${released.id}`,
+        ])
+      )[0].n;
+    expect(await subTaskEvents()).toBe(0);
+
+    await db.query(
+      `UPDATE sub_tasks SET status = 'sent', provider_message_id = 'pm-released', sent_at = now() WHERE id = $1`,
+      [released.id],
+    );
+    expect(await processor.rematchSent([released.id])).toBe(2);
+    await processor.drain();
+    expect(await states()).toEqual([
+      { match_status: 'matched', match_strategy: 'tracking-id', sub_task_id: released.id, backed_off: false },
+      {
+        match_status: 'matched',
+        match_strategy: 'provider-message-id',
+        sub_task_id: released.id,
+        backed_off: false,
+      },
+    ]);
+    expect((await db.query(`SELECT status FROM sub_tasks WHERE id = $1`, [released.id]))[0].status).toBe(
+      'opened',
+    );
+    await processor.drain();
+    expect(await subTaskEvents()).toBe(2);
+  });
+
   it('gives up on an event for nothing after the bounded age, and counts it', async () => {
     const logId = uuidv7();
     await db.query(

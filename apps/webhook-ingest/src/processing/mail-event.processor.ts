@@ -62,6 +62,13 @@ interface StoredMailEvent extends PendingMailEvent {
 const REMATCH_BATCH = 1_000;
 const REMATCH_EVERY_MS = 50;
 
+/**
+ * A sub-task in one of these has no send on record, yet a provider event may be its own: its
+ * dispatcher died after the provider accepted the mail, and the lease went back to `pending` to
+ * be sent again (deduplicated by the provider). Such an event waits for the send to be recorded.
+ */
+const AWAITING_SEND: ReadonlySet<string> = new Set(['pending', 'allocated']);
+
 /** Services whose account the processor keeps in memory. */
 const SERVICE_ACCOUNTS_KEPT = 10_000;
 
@@ -281,6 +288,9 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
               ),
         );
         const { matches, subTasks } = await correlateByTrackingId(tx, candidates);
+        // An event whose sub-task awaits its send is stored pending: matchDue makes it wait.
+        for (const [key, match] of matches)
+          if (AWAITING_SEND.has(subTasks.get(match.subTaskId)?.status ?? '')) matches.delete(key);
         const fresh = await this.storeParsed(tx, parsed, accounts, matches);
         const matched = fresh.flatMap((event) => {
           const match = matches.get(event.dedupe_key);
@@ -502,10 +512,10 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     if (!due.some((e) => e.tracking_id)) return new Set();
     await tx.query('SAVEPOINT tracking_id_batch');
     try {
-      const matched = await this.settleByTrackingId(tx, due);
+      const { matched, waiting } = await this.settleByTrackingId(tx, due);
       await tx.query('RELEASE SAVEPOINT tracking_id_batch');
       this.countMatched(matched);
-      return new Set(matched.map(({ event }) => event.id));
+      return new Set([...matched.map(({ event }) => event.id), ...waiting]);
     } catch (error) {
       await tx.query('ROLLBACK TO SAVEPOINT tracking_id_batch');
       this.logger.event('warn', 'batch matching failed; matching event by event', { error: String(error) });
@@ -515,23 +525,47 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
 
   /**
    * The common case in bulk: events carrying our tracking id (the first strategy) are matched,
-   * applied and recorded in a few statements. Returns those it settled; the rest stay pending
-   * for `matchOne` and its other strategies.
+   * applied and recorded in a few statements. Returns those it settled, and the ids of those
+   * that wait for their sub-task's send; the rest stay pending for `matchOne` and its other
+   * strategies.
    */
-  private async settleByTrackingId(tx: EntityManager, events: PendingMailEvent[]): Promise<Matched[]> {
+  private async settleByTrackingId(
+    tx: EntityManager,
+    events: PendingMailEvent[],
+  ): Promise<{ matched: Matched[]; waiting: string[] }> {
     const candidates = events.filter((e) => e.tracking_id);
-    if (candidates.length === 0) return [];
+    if (candidates.length === 0) return { matched: [], waiting: [] };
     const { matches, subTasks } = await correlateByTrackingId(
       tx,
       candidates.map((e) => ({ key: e.id, trackingId: e.tracking_id!, accountId: e.account_id })),
     );
-    const matched = candidates.flatMap((event) => {
+    const matched: Matched[] = [];
+    const waiting: string[] = [];
+    for (const event of candidates) {
       const match = matches.get(event.id);
-      return match ? [{ event, match }] : [];
-    });
+      if (!match) continue;
+      if (await this.waitForSend(tx, event, subTasks.get(match.subTaskId)?.status)) waiting.push(event.id);
+      else matched.push({ event, match });
+    }
     await this.markMatched(tx, matched);
     await this.settleMatched(tx, matched, subTasks);
-    return matched;
+    return { matched, waiting };
+  }
+
+  /**
+   * Whether a matched event waits for its sub-task's send to be recorded (backed off, and made
+   * due at once by the SubTaskSent): while the sub-task awaits its send, for at most the
+   * unmatched events' age. Past it, the event is settled as matched and changes nothing.
+   */
+  private async waitForSend(
+    tx: EntityManager,
+    event: PendingMailEvent,
+    status: string | undefined,
+  ): Promise<boolean> {
+    if (!AWAITING_SEND.has(status ?? '')) return false;
+    if (Date.now() - event.received_at.getTime() >= this.config.INGEST_UNMATCHED_MAX_AGE_MS) return false;
+    await this.retryLater(tx, event);
+    return true;
   }
 
   /** Counted once their transaction committed. */
@@ -574,6 +608,11 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       await this.store.append(tx, [this.recorded(event, null)], this.meta(event.event_log_id));
       return;
     }
+    const [subTask]: { status: string }[] = await tx.query(
+      `SELECT status FROM sub_tasks WHERE id = $1 FOR UPDATE`,
+      [match.subTaskId],
+    );
+    if (await this.waitForSend(tx, event, subTask?.status)) return;
     await this.markMatched(tx, [{ event, match }]);
     await this.settleMatched(tx, [{ event, match }]);
     this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
