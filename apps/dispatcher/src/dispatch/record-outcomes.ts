@@ -55,11 +55,12 @@ export async function recordOutcomes(
     ).map((r: { id: string }) => r.id),
   );
   // The rows as they are now: a webhook may have moved a sub-task on (delivered before our own
-  // write), or the lease may have expired and been reclaimed meanwhile.
+  // write), or the lease may have expired and been reclaimed meanwhile. Locked in id order, as
+  // webhook-ingest locks them, so the two never deadlock over a batch they share.
   const current = new Map<string, { status: string; version: number; lease_owner: string | null }>(
     (
       await tx.query(
-        `SELECT id, status, version, lease_owner FROM sub_tasks WHERE id = ANY($1::uuid[]) FOR UPDATE`,
+        `SELECT id, status, version, lease_owner FROM sub_tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
         [results.map((r) => r.subTask.id)],
       )
     ).map((r: { id: string; status: string; version: number; lease_owner: string | null }) => [r.id, r]),
