@@ -257,8 +257,10 @@ export class ServiceLoop {
     let issued: Promise<T> | undefined;
     const turn = this.gate.then(async () => {
       const at = minGapMs > 0 ? Math.max(slotAt, this.lastRequestAt + minGapMs) : slotAt;
-      const wait = at - Date.now();
-      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      // A timer counts from the event loop's cached clock, so it may fire early by as long as the
+      // current turn has run: the wait is checked against the real clock until it is over.
+      for (let wait = at - Date.now(); wait > 0; wait = at - Date.now())
+        await new Promise((resolve) => setTimeout(resolve, wait));
       this.lastRequestAt = Date.now();
       issued = request();
       if (minGapMs > 0) this.deps.onPaceLag((this.lastRequestAt - slotAt) / 1_000);
