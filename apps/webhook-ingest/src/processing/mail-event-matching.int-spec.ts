@@ -45,6 +45,26 @@ describe('mail event matching (Postgres)', () => {
   const run = (extra: Partial<MailEventClues>, strategies = STRATEGIES, errors: string[] = []) =>
     db.transaction((tx) => correlate(tx, clues(extra), 86_400_000, (s) => errors.push(s), strategies));
 
+  /** A sub-task of task A with no send on record yet, in the given status. */
+  const unsentSubTask = async (email: string, status: 'pending' | 'sending') => {
+    const s = subTask(taskA, email);
+    await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())`,
+      [s.id, taskA, account, email, status, service, s.tracking],
+    );
+    return s;
+  };
+  /** A sandbox request as intake stores it; returns its event log id. */
+  const storeSandboxRequest = async (events: Record<string, unknown>[]) => {
+    const logId = uuidv7();
+    await db.query(
+      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
+      [logId, service, JSON.stringify({ events })],
+    );
+    return logId;
+  };
+
   beforeAll(async () => {
     env = await createTestEnvironment('matching');
     db = createDataSource({ url: env.databaseUrl, poolSize: 4, applicationName: 'test' });
@@ -181,31 +201,16 @@ describe('mail event matching (Postgres)', () => {
   });
 
   it('retries an event that outran the send until the send is recorded, then applies it once', async () => {
-    const early = subTask(taskA, 'early@example.com');
-    await db.query(
-      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, 'sending', $5, $6, now(), now())`,
-      [early.id, taskA, account, early.email, service, early.tracking],
-    );
-    const logId = uuidv7();
-    await db.query(
-      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
-      [
-        logId,
-        service,
-        JSON.stringify({
-          events: [
-            {
-              eventId: 'e-early',
-              type: 'delivered',
-              messageId: 'pm-early',
-              email: early.email,
-              timestamp: Date.now(),
-            },
-          ],
-        }),
-      ],
-    );
+    const early = await unsentSubTask('early@example.com', 'sending');
+    const logId = await storeSandboxRequest([
+      {
+        eventId: 'e-early',
+        type: 'delivered',
+        messageId: 'pm-early',
+        email: early.email,
+        timestamp: Date.now(),
+      },
+    ]);
     await processor.drain();
     const state = async () =>
       (
@@ -256,28 +261,13 @@ describe('mail event matching (Postgres)', () => {
   it('keeps an event for a sub-task whose send is not on record waiting, then applies it once the send is recorded', async () => {
     // Its dispatcher died after the provider accepted the mail: the lease went back to pending,
     // and the provider's callbacks arrive before the resend (deduplicated) is recorded.
-    const released = subTask(taskA, 'released@example.com');
-    await db.query(
-      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, 'pending', $5, $6, now(), now())`,
-      [released.id, taskA, account, released.email, service, released.tracking],
-    );
-    const logId = uuidv7();
+    const released = await unsentSubTask('released@example.com', 'pending');
     const event = { messageId: 'pm-released', email: released.email, timestamp: Date.now() };
-    await db.query(
-      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
-      [
-        logId,
-        service,
-        JSON.stringify({
-          events: [
-            // Found by the batch path (tracking id), and by matchOne (task and recipient).
-            { ...event, eventId: 'e-released-1', type: 'delivered', trackingId: released.tracking },
-            { ...event, eventId: 'e-released-2', type: 'open', taskId: taskA },
-          ],
-        }),
-      ],
-    );
+    const logId = await storeSandboxRequest([
+      // Found by the batch path (tracking id), and by matchOne (task and recipient).
+      { ...event, eventId: 'e-released-1', type: 'delivered', trackingId: released.tracking },
+      { ...event, eventId: 'e-released-2', type: 'open', taskId: taskA },
+    ]);
     await processor.drain();
     await processor.drain();
     const states = async () =>
@@ -321,25 +311,15 @@ describe('mail event matching (Postgres)', () => {
   });
 
   it('gives up on an event for nothing after the bounded age, and counts it', async () => {
-    const logId = uuidv7();
-    await db.query(
-      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
-      [
-        logId,
-        service,
-        JSON.stringify({
-          events: [
-            {
-              eventId: 'e-nothing',
-              type: 'open',
-              messageId: 'pm-nothing',
-              email: 'nobody@example.com',
-              timestamp: Date.now(),
-            },
-          ],
-        }),
-      ],
-    );
+    const logId = await storeSandboxRequest([
+      {
+        eventId: 'e-nothing',
+        type: 'open',
+        messageId: 'pm-nothing',
+        email: 'nobody@example.com',
+        timestamp: Date.now(),
+      },
+    ]);
     await processor.drain();
     await db.query(
       `UPDATE mail_events SET received_at = now() - interval '1 day', next_match_at = now() WHERE event_log_id = $1`,
