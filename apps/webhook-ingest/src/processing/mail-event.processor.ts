@@ -608,13 +608,14 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       await this.store.append(tx, [this.recorded(event, null)], this.meta(event.event_log_id));
       return;
     }
-    const [subTask]: { status: string }[] = await tx.query(
-      `SELECT status FROM sub_tasks WHERE id = $1 FOR UPDATE`,
+    // Locked once, here, and handed on: applying the event needs no second look.
+    const [subTask]: SubTaskState[] = await tx.query(
+      `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = $1 FOR UPDATE`,
       [match.subTaskId],
     );
     if (await this.waitForSend(tx, event, subTask?.status)) return;
     await this.markMatched(tx, [{ event, match }]);
-    await this.settleMatched(tx, [{ event, match }]);
+    await this.settleMatched(tx, [{ event, match }], subTask ? new Map([[subTask.id, subTask]]) : undefined);
     this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
   }
 
