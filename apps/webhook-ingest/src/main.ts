@@ -1,5 +1,7 @@
 import 'reflect-metadata';
 import { runService } from '@edm/platform';
+import { WebhookIntakeService } from './intake/webhook-intake.service';
+import { installWebhookRoute } from './intake/webhook-route';
 import { WebhookIngestModule } from './webhook-ingest.module';
 
 void runService({
@@ -21,4 +23,12 @@ void runService({
       burst: config.TRACKING_RATE_LIMIT_BURST,
     },
   ],
+  configure: (app, config, platform) => {
+    const intake = app.get(WebhookIntakeService);
+    installWebhookRoute(app, {
+      receive: (incoming) => intake.receive(incoming),
+      bodyLimitBytes: config.HTTP_BODY_LIMIT_BYTES,
+      platform,
+    });
+  },
 });

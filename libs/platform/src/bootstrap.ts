@@ -5,7 +5,7 @@ import { AppConfig, ConfigError, loadConfig } from '@edm/config';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { refuseDeepBodies } from './body-depth';
 import { GlobalExceptionFilter } from './global-exception.filter';
-import { RateLimitRule, rateLimitMiddleware } from './rate-limit/rate-limit.middleware';
+import { RateLimitRule, RateLimits } from './rate-limit/rate-limit.middleware';
 
 export interface ServiceDefinition {
   service: string;
@@ -15,8 +15,19 @@ export interface ServiceDefinition {
   body?: 'json' | 'raw';
   /** Per-client-IP limits on public routes, checked before the body is read. */
   rateLimits?: (config: AppConfig) => RateLimitRule[];
-  /** Extra wiring before listen (raw-body parsers, OpenAPI, ...). */
-  configure?: (app: NestExpressApplication, config: AppConfig) => void | Promise<void>;
+  /** Extra wiring before listen (OpenAPI, routes answered outside Express, ...). */
+  configure?: (
+    app: NestExpressApplication,
+    config: AppConfig,
+    platform: PlatformParts,
+  ) => void | Promise<void>;
+}
+
+/** What the platform set up that a service's own wiring may share. */
+export interface PlatformParts {
+  logger: JsonLogger;
+  /** The per-client limits of `rateLimits`, if any. */
+  rateLimits: RateLimits | null;
 }
 
 /** Exit code for a configuration error (EX_CONFIG), so supervisors do not restart in a loop. */
@@ -33,14 +44,17 @@ export async function createService(
     abortOnError: false,
   });
   app.set('trust proxy', config.HTTP_TRUST_PROXY);
-  if (definition.rateLimits) app.use(rateLimitMiddleware(definition.rateLimits(config), app.get(Metrics)));
+  const rateLimits = definition.rateLimits
+    ? new RateLimits(definition.rateLimits(config), app.get(Metrics))
+    : null;
+  if (rateLimits) app.use(rateLimits.middleware());
   const body = { limit: config.HTTP_BODY_LIMIT_BYTES, verify: refuseDeepBodies };
   if (definition.body === 'raw') app.useBodyParser('text', { ...body, type: () => true });
   else app.useBodyParser('json', { ...body, strict: true });
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.useGlobalFilters(new GlobalExceptionFilter(logger));
-  await definition.configure?.(app, config);
+  await definition.configure?.(app, config, { logger, rateLimits });
   return app;
 }
 

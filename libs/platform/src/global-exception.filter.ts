@@ -3,7 +3,7 @@ import type { Response } from 'express';
 import { JsonLogger } from '@edm/observability';
 import { DomainError, DomainErrorCode, HTTP_STATUS } from './domain-error';
 
-interface ErrorBody {
+export interface ErrorBody {
   error: { code: string; message: string; fields?: { field: string; message: string }[] };
 }
 
@@ -18,46 +18,53 @@ const BODY_PARSER_ERRORS: Record<string, [DomainErrorCode, string]> = {
   'request.aborted': ['VALIDATION_FAILED', 'request body is not valid JSON'],
 };
 
-/** Shapes every HTTP error the same way; anything unexpected is a plain 500 without internals. */
+/**
+ * The status and body every HTTP error is answered with; anything unexpected is a plain 500
+ * without internals. Also used by routes answered outside Express (webhook intake).
+ */
+export function describeError(exception: unknown): [number, ErrorBody] {
+  if (exception instanceof DomainError) {
+    return [
+      HTTP_STATUS[exception.code],
+      { error: { code: exception.code, message: exception.message, fields: exception.fields } },
+    ];
+  }
+  const parserType = (exception as { type?: unknown })?.type;
+  if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {
+    const [code, message] = BODY_PARSER_ERRORS[parserType];
+    return [HTTP_STATUS[code], { error: { code, message } }];
+  }
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    const code =
+      status === 404
+        ? 'NOT_FOUND'
+        : status === 413
+          ? 'PAYLOAD_TOO_LARGE'
+          : status < 500
+            ? 'BAD_REQUEST'
+            : 'INTERNAL';
+    return [status, { error: { code, message: status < 500 ? exception.message : 'internal error' } }];
+  }
+  return [500, { error: { code: 'INTERNAL', message: 'internal error' } }];
+}
+
+/** Whether an answered error is ours to log: a server fault other than "unavailable, retry". */
+export const isLoggedError = (status: number): boolean => status >= 500 && status !== 503;
+
+/** Shapes every HTTP error the same way (describeError). */
 @Catch()
 export class GlobalExceptionFilter implements ExceptionFilter {
   constructor(private readonly logger: JsonLogger) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const response = host.switchToHttp().getResponse<Response>();
-    const [status, body] = this.describe(exception);
-    if (status >= 500 && status !== 503) {
+    const [status, body] = describeError(exception);
+    if (isLoggedError(status)) {
       this.logger.event('error', 'unhandled error', {
         error: exception instanceof Error ? exception.stack : String(exception),
       });
     }
     if (!response.headersSent) response.status(status).json(body);
-  }
-
-  private describe(exception: unknown): [number, ErrorBody] {
-    if (exception instanceof DomainError) {
-      return [
-        HTTP_STATUS[exception.code],
-        { error: { code: exception.code, message: exception.message, fields: exception.fields } },
-      ];
-    }
-    const parserType = (exception as { type?: unknown })?.type;
-    if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {
-      const [code, message] = BODY_PARSER_ERRORS[parserType];
-      return [HTTP_STATUS[code], { error: { code, message } }];
-    }
-    if (exception instanceof HttpException) {
-      const status = exception.getStatus();
-      const code =
-        status === 404
-          ? 'NOT_FOUND'
-          : status === 413
-            ? 'PAYLOAD_TOO_LARGE'
-            : status < 500
-              ? 'BAD_REQUEST'
-              : 'INTERNAL';
-      return [status, { error: { code, message: status < 500 ? exception.message : 'internal error' } }];
-    }
-    return [500, { error: { code: 'INTERNAL', message: 'internal error' } }];
   }
 }
