@@ -58,6 +58,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { Client } from 'pg';
+import { BUS_SUBSCRIPTIONS } from '@edm/platform';
 import {
   callApi,
   createTestEnvironment,
@@ -410,7 +411,7 @@ async function eventProfile(taskId: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.type, r.n]));
 }
 
-/** Relay lag (events not yet published) and the dispatchers' bus backlog (durable `dispatcher`). */
+/** Relay lag (events not yet published) and the dispatchers' bus backlog (its durables, summed). */
 async function backlog(): Promise<{ relay: number; bus: number }> {
   const { rows } = await database().query(
     `SELECT (SELECT count(*) FROM events)::bigint - coalesce((SELECT published FROM relay_checkpoints WHERE name = 'main'), 0)::bigint AS lag`,
@@ -418,8 +419,10 @@ async function backlog(): Promise<{ relay: number; bus: number }> {
   let bus = 0;
   if (nc && env) {
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.consumers.info(env.stream, 'dispatcher').catch(() => undefined);
-    bus = info ? info.num_pending + info.num_ack_pending : 0;
+    for (const { durable } of BUS_SUBSCRIPTIONS.dispatcher) {
+      const info = await jsm.consumers.info(env.stream, durable).catch(() => undefined);
+      bus += info ? info.num_pending + info.num_ack_pending : 0;
+    }
   }
   return { relay: Number(rows[0].lag), bus };
 }

@@ -1,6 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '@edm/config';
-import { BUS_EVENT_TYPE, EventBusSubscriber, PlatformModule } from '@edm/platform';
+import { EventBusSubscriber, PlatformModule } from '@edm/platform';
 import { RawIntakeWriter } from './intake/raw-intake.writer';
 import { WebhookIntakeService } from './intake/webhook-intake.service';
 import { WebhookVerifier } from './intake/webhook-verifier';
@@ -18,8 +18,6 @@ export class WebhookIngestModule {
       imports: [PlatformModule.forRoot('webhook-ingest', config)],
       controllers: [WebhooksController, UnsubscribeController, OpenClickController],
       providers: [
-        // Only sends matter here (an event may have outrun the record of its send).
-        { provide: BUS_EVENT_TYPE, useValue: 'SubTaskSent' },
         EventBusSubscriber,
         RawIntakeWriter,
         WebhookVerifier,

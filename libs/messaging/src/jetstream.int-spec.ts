@@ -115,6 +115,21 @@ describe('JetStreamService (NATS)', () => {
     expect(await js.consumerPending('narrowed')).toBe(0);
   });
 
+  it("retires a service's consumers it no longer lists, and no one else's", async () => {
+    for (const durable of ['svc', 'svc-kept', 'svc-old', 'svcx', 'other-svc'])
+      await js.ensureConsumer({ durable, filterSubject: js.subjectsOfAggregate('task') });
+    expect((await js.retireConsumers('svc', ['svc-kept'])).sort()).toEqual(['svc', 'svc-old']);
+    const exists = (durable: string) =>
+      js.consumerPending(durable).then(
+        () => true,
+        () => false,
+      );
+    const names = ['svc', 'svc-kept', 'svc-old', 'svcx', 'other-svc'];
+    const left = await Promise.all(names.map(exists));
+    expect(names.filter((_, i) => left[i])).toEqual(['svc-kept', 'svcx', 'other-svc']);
+    expect(await js.retireConsumers('svc', ['svc-kept'])).toEqual([]);
+  });
+
   it('acknowledges a burst in groups, and sends the acks still grouped when it stops', async () => {
     const options = {
       servers: env.natsUrl,

@@ -90,6 +90,11 @@ export class JetStreamService {
     return subjectFor(this.options.subjectPrefix, type);
   }
 
+  /** Every subject of one aggregate's events (`task`, `service`, `subtask`, ...). */
+  subjectsOfAggregate(aggregate: string): string {
+    return `${this.options.subjectPrefix}.${aggregate}.>`;
+  }
+
   async connect(): Promise<void> {
     const nc = await connect({
       servers: this.options.servers.split(','),
@@ -209,6 +214,25 @@ export class JetStreamService {
       );
       if (!exists) throw addError;
     });
+  }
+
+  /**
+   * Deletes the durable consumers named `owner` or `owner-…` that are not in `keep`: a service
+   * whose consumers changed leaves none behind to pile up messages nobody takes.
+   */
+  async retireConsumers(owner: string, keep: readonly string[]): Promise<string[]> {
+    const retired: string[] = [];
+    const jsm = this.manager();
+    for await (const info of jsm.consumers.list(this.options.stream)) {
+      const name = info.config.durable_name ?? info.name;
+      if ((name !== owner && !name.startsWith(`${owner}-`)) || keep.includes(name)) continue;
+      await jsm.consumers.delete(this.options.stream, name).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+      this.options.log('info', 'consumer no longer used; deleted', { durable: name });
+      retired.push(name);
+    }
+    return retired;
   }
 
   async consumerPending(durable: string): Promise<number> {

@@ -1,19 +1,49 @@
-import { Inject, Injectable, OnApplicationBootstrap, Optional } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { DomainEvent, EventType } from '@edm/events';
 import { ack, AckDecision, JetStreamService } from '@edm/messaging';
 import { Metrics } from '@edm/observability';
 import { SERVICE_NAME } from './platform.module';
 
-/**
- * Narrows a service's bus consumer to the one event type it acts on (NATS 2.9 takes one subject
- * filter per consumer), so it neither receives nor acknowledges the rest of the traffic.
- */
-export const BUS_EVENT_TYPE = Symbol('BUS_EVENT_TYPE');
+/** What one durable consumer takes: one event type, every event of one aggregate, or everything. */
+export type BusFilter =
+  { type: Exclude<EventType, 'MailEventRecorded'> } | { aggregate: 'task' | 'service' } | 'all';
+
+export interface BusSubscription {
+  durable: string;
+  filter: BusFilter;
+}
 
 /**
- * A service's durable consumer, named after the service: of every event, or of the one type
- * provided as BUS_EVENT_TYPE. It counts what it receives; the services' own handlers (wake-ups,
- * health state) hang off it.
+ * Every service's durable consumers on the bus, in one place (the monitor watches their lag).
+ * NATS 2.9 takes one subject filter per consumer, so a service that acts on a few kinds of event
+ * has one consumer per kind rather than one receiving everything: the dispatcher, woken only by
+ * task, service and sub-task-back-to-pending events, would otherwise receive and acknowledge the
+ * three lifecycle events of every mail it sends.
+ */
+export const BUS_SUBSCRIPTIONS: Readonly<Record<string, readonly BusSubscription[]>> = {
+  dispatcher: [
+    { durable: 'dispatcher-task', filter: { aggregate: 'task' } },
+    { durable: 'dispatcher-service', filter: { aggregate: 'service' } },
+    { durable: 'dispatcher-released', filter: { type: 'SubTaskReleased' } },
+    { durable: 'dispatcher-retry', filter: { type: 'SubTaskRetryScheduled' } },
+  ],
+  // Only sends matter to ingest (an event may have outrun the record of its send).
+  'webhook-ingest': [{ durable: 'webhook-ingest', filter: { type: 'SubTaskSent' } }],
+  monitor: [{ durable: 'monitor', filter: 'all' }],
+};
+
+/** The subject filter of a subscription, for the stream's subject prefix. */
+export function filterSubject(jetstream: JetStreamService, filter: BusFilter): string {
+  if (filter === 'all') return jetstream.allSubjects;
+  return 'type' in filter
+    ? jetstream.subjectOfType(filter.type)
+    : jetstream.subjectsOfAggregate(filter.aggregate);
+}
+
+/**
+ * A service's durable consumers, as BUS_SUBSCRIPTIONS names them; consumers of the service no
+ * longer listed there are deleted at start. It counts what it receives; the services' own
+ * handlers (wake-ups, health state) hang off it.
  */
 @Injectable()
 export class EventBusSubscriber implements OnApplicationBootstrap {
@@ -24,7 +54,6 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
     private readonly jetstream: JetStreamService,
     @Inject(SERVICE_NAME) private readonly service: string,
     metrics: Metrics,
-    @Optional() @Inject(BUS_EVENT_TYPE) private readonly only?: Exclude<EventType, 'MailEventRecorded'>,
   ) {
     this.received = metrics.counter(
       'edm_bus_events_received_total',
@@ -39,10 +68,18 @@ export class EventBusSubscriber implements OnApplicationBootstrap {
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.jetstream.consume(
-      { durable: this.service, filterSubject: this.only && this.jetstream.subjectOfType(this.only) },
-      (event) => this.handle(event),
+    const subscriptions = BUS_SUBSCRIPTIONS[this.service];
+    if (!subscriptions) throw new Error(`no bus subscriptions for ${this.service}`);
+    await this.jetstream.retireConsumers(
+      this.service,
+      subscriptions.map((s) => s.durable),
     );
+    for (const { durable, filter } of subscriptions) {
+      await this.jetstream.consume(
+        { durable, filterSubject: filterSubject(this.jetstream, filter) },
+        (event) => this.handle(event),
+      );
+    }
   }
 
   private async handle(event: DomainEvent): Promise<AckDecision> {

@@ -142,11 +142,6 @@ export async function leaseSubTasks(
     `UPDATE service_runtime SET next_slot_at = $2, quota_used = $3, quota_window_start = $4 WHERE service_id = $1`,
     [service.id, after.nextSlotAt, after.quotaUsed, after.quotaWindowStart],
   );
-  await tx.query(
-    `INSERT INTO task_dispatch (task_id, last_leased_at) VALUES ($1, clock_timestamp())
-     ON CONFLICT (task_id) DO UPDATE SET last_leased_at = excluded.last_leased_at`,
-    [leased[0].taskId],
-  );
   await store.append(
     tx,
     leased.map((s) => ({
@@ -165,6 +160,12 @@ export async function leaseSubTasks(
     })),
     meta,
     { alreadyProjected: true },
+  );
+  // Last: every service's leases of this task update its row, which stays locked until commit.
+  await tx.query(
+    `INSERT INTO task_dispatch (task_id, last_leased_at) VALUES ($1, clock_timestamp())
+     ON CONFLICT (task_id) DO UPDATE SET last_leased_at = excluded.last_leased_at`,
+    [leased[0].taskId],
   );
   const notBefore = leased.map((_, i) =>
     room.intervalMs > 0

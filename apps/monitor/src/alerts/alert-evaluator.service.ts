@@ -5,12 +5,12 @@ import { EventMetadata, newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { JetStreamService } from '@edm/messaging';
 import { JsonLogger, Metrics } from '@edm/observability';
+import { BUS_SUBSCRIPTIONS } from '@edm/platform';
 import { reclaimLeases } from '@edm/workflows';
 import { AlertCondition, RULES } from './alert-rules';
 import { alertMessageBody } from './alert-sink';
 
 const EVALUATION_LOCK = 7_414_004;
-const CONSUMERS = ['dispatcher', 'webhook-ingest', 'monitor'];
 
 interface FiringAlert {
   id: string;
@@ -207,10 +207,12 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
     ]);
   }
 
+  /** Per durable consumer of every service, the messages it has not acknowledged yet. */
   private async consumerLag(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const consumer of CONSUMERS)
-      out[consumer] = await this.jetstream.consumerPending(consumer).catch(() => 0);
+    for (const subscriptions of Object.values(BUS_SUBSCRIPTIONS))
+      for (const { durable } of subscriptions)
+        out[durable] = await this.jetstream.consumerPending(durable).catch(() => 0);
     return out;
   }
 
