@@ -3,6 +3,7 @@ import { DispatchState1764291600000 } from './1764291600000-dispatch-state';
 import { WebhookIntake1764295200000 } from './1764295200000-webhook-intake';
 import { Monitoring1764298800000 } from './1764298800000-monitoring';
 import { PendingMatchIndexes1764302400000 } from './1764302400000-pending-match-indexes';
+import { LeaseOrderIndex1764306000000 } from './1764306000000-lease-order-index';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
 export const migrations = [
@@ -11,4 +12,5 @@ export const migrations = [
   WebhookIntake1764295200000,
   Monitoring1764298800000,
   PendingMatchIndexes1764302400000,
+  LeaseOrderIndex1764306000000,
 ];
