@@ -38,7 +38,7 @@ export interface GlobalEvent {
   checkpoint: GlobalCheckpoint;
 }
 
-const toEvent = (row: EventRow): DomainEvent =>
+const toEvent = (row: Omit<EventRow, 'global_position' | 'tx_id'>): DomainEvent =>
   ({
     id: row.id,
     type: row.type,
@@ -111,7 +111,7 @@ export class EventStore {
       lastInCall.set(append.streamId, version);
     }
     if (rows.length === 0) return [];
-    let inserted: EventRow[];
+    let inserted: { id: string; occurred_at: Date }[];
     try {
       inserted = await tx.query(
         `INSERT INTO events (id, stream_id, version, type, data, metadata)
@@ -120,7 +120,7 @@ export class EventStore {
                 AS u(id, stream, version, type, data, check_version, metadata)
           WHERE u.check_version IS NULL
              OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
-         RETURNING global_position, tx_id, id, stream_id, version, type, data, metadata, occurred_at`,
+         RETURNING id, occurred_at`,
         [
           rows.map((r) => r.id),
           rows.map((r) => r.stream),
@@ -142,8 +142,23 @@ export class EventStore {
       const append = appends.find((a) => a.streamId === missing?.stream) ?? appends[0];
       throw new ConcurrencyError(append.streamId, append.expectedVersion);
     }
-    const order = new Map(rows.map((r, i) => [r.id, i]));
-    const events = inserted.sort((a, b) => order.get(a.id)! - order.get(b.id)!).map(toEvent);
+    // The events as stored, from what was sent (parsed back from the same JSON text, as jsonb
+    // would give it): returning the jsonb columns would have Postgres print them for nothing.
+    const occurredAt = new Map(inserted.map((i) => [i.id, i.occurred_at]));
+    const metadataOf = new Map<string, EventMetadata>();
+    const events = rows.map((r) => {
+      let metadata = metadataOf.get(r.metadata);
+      if (!metadata) metadataOf.set(r.metadata, (metadata = JSON.parse(r.metadata) as EventMetadata));
+      return toEvent({
+        id: r.id,
+        stream_id: r.stream,
+        version: r.version,
+        type: r.type,
+        data: JSON.parse(r.data),
+        metadata,
+        occurred_at: occurredAt.get(r.id)!,
+      });
+    });
     // alreadyProjected: the caller's own statement set the rows exactly as the projection would
     // (the dispatcher's one-statement lease); a rebuild still applies these events.
     if (!alreadyProjected) await this.project(tx, events);
