@@ -152,6 +152,46 @@ describe('EventStore (Postgres)', () => {
     expect(after.indexOf(late.id)).toBeLessThan(after.indexOf(early.id));
   });
 
+  it('reads the same events as envelope JSON, in the same order, with the subject part of provider events', async () => {
+    const taskId = uuidv7();
+    const mail = newEvent('MailEventRecorded', {
+      mailEventId: uuidv7(),
+      eventLogId: uuidv7(),
+      provider: 'sendgrid',
+      serviceId: null,
+      type: 'soft_bounce',
+      rawType: 'deferred "quoted" \\ back\u2028slash é 😀',
+      matchStatus: 'unmatched',
+      matchStrategy: null,
+      subTaskId: null,
+      taskId: null,
+      occurredAt: new Date().toISOString(),
+    });
+    await store.appendToStream(`task-${taskId}`, 'no_stream', [paused(taskId)], {
+      ...meta,
+      actor: 'a "quoted" actor',
+    });
+    await store.appendToStream(`mail-${uuidv7()}`, 'no_stream', [mail], meta);
+    await eventually('both readable', async () =>
+      (await store.readAll(START, 100_000)).some((g) => g.event.type === 'MailEventRecorded'),
+    );
+    const parsed = await store.readAll(START, 100_000);
+    const json = await store.readAllJson(START, 100_000);
+    expect(json.map((j) => j.checkpoint)).toEqual(parsed.map((p) => p.checkpoint));
+    expect(json.map((j) => JSON.parse(j.json))).toEqual(parsed.map((p) => p.event));
+    expect(json.map((j) => [j.id, j.type])).toEqual(parsed.map((p) => [p.event.id, p.event.type]));
+    const recorded = json.find((j) => j.type === 'MailEventRecorded')!;
+    expect(recorded.mailEventType).toBe('soft_bounce');
+    expect(JSON.parse(recorded.json).data.rawType).toBe(mail.data.rawType);
+    expect(json.filter((j) => j.type !== 'MailEventRecorded').every((j) => j.mailEventType === null)).toBe(
+      true,
+    );
+    const mid = json[Math.floor(json.length / 2)].checkpoint;
+    expect((await store.readAllJson(mid, 100_000)).map((j) => j.id)).toEqual(
+      (await store.readAll(mid, 100_000)).map((p) => p.event.id),
+    );
+  });
+
   it('reads from a checkpoint without repeating or skipping', async () => {
     const events = await store.readAll(START, 100_000);
     const mid = events[Math.floor(events.length / 2)].checkpoint;

@@ -1,5 +1,5 @@
 import { DataSource, EntityManager } from 'typeorm';
-import { DomainEvent, EventMetadata, NewEvent } from '@edm/events';
+import { DomainEvent, EventMetadata, EventType, NewEvent } from '@edm/events';
 import { PG_UNIQUE_VIOLATION, pgErrorCode } from '@edm/persistence';
 import { ConcurrencyError, expectedAsNumber, ExpectedVersion } from './expected-version';
 import { Projection } from './projection';
@@ -48,6 +48,17 @@ const toEvent = (row: Omit<EventRow, 'global_position' | 'tx_id'>): DomainEvent 
     data: row.data,
     metadata: row.metadata,
   }) as DomainEvent;
+
+/** A committed event as the JSON text of its envelope, ready to publish (readAllJson). */
+export interface GlobalEventJson {
+  id: string;
+  type: EventType;
+  /** For MailEventRecorded, the provider event's type (it names the subject); else null. */
+  mailEventType: string | null;
+  /** The envelope, the same fields and shape as JSON.stringify of the DomainEvent. */
+  json: string;
+  checkpoint: GlobalCheckpoint;
+}
 
 export class EventStore {
   private readonly projections: Projection[] = [];
@@ -234,6 +245,47 @@ export class EventStore {
         );
     return rows.map((row) => ({
       event: toEvent(row),
+      checkpoint: { txId: String(row.tx_id), position: String(row.global_position) },
+    }));
+  }
+
+  /**
+   * readAll's events (in its commit-safe order) as envelope JSON: the jsonb columns are taken as
+   * the text Postgres prints, not parsed and printed again, for the relay, which only forwards it.
+   */
+  async readAllJson(
+    after: GlobalCheckpoint,
+    limit: number,
+    manager: EntityManager = this.dataSource.manager,
+  ): Promise<GlobalEventJson[]> {
+    const rows: {
+      global_position: string;
+      tx_id: string;
+      id: string;
+      stream_id: string;
+      version: number;
+      type: EventType;
+      data: string;
+      metadata: string;
+      occurred_at: string;
+      mail_event_type: string | null;
+    }[] = await manager.query(
+      `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
+              to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
+              CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type
+         FROM events
+        WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY tx_id, global_position
+        LIMIT $3`,
+      [after.txId, after.position, limit],
+    );
+    return rows.map((row) => ({
+      id: row.id,
+      type: row.type,
+      mailEventType: row.mail_event_type,
+      json:
+        `{"id":${JSON.stringify(row.id)},"type":${JSON.stringify(row.type)},"streamId":${JSON.stringify(row.stream_id)},` +
+        `"version":${row.version},"occurredAt":"${row.occurred_at}","data":${row.data},"metadata":${row.metadata}}`,
       checkpoint: { txId: String(row.tx_id), position: String(row.global_position) },
     }));
   }

@@ -27,7 +27,11 @@ export function subjectFor(prefix: string, type: EventType): string {
 
 /** Provider events are published as `edm.mail.<normalised-event>` (kebab case), others by type. */
 export function subjectOf(prefix: string, event: DomainEvent): string {
-  if (event.type === 'MailEventRecorded')
-    return `${prefix}.mail.${(event.data.type ?? 'other').replace(/_/g, '-')}`;
-  return subjectFor(prefix, event.type);
+  return subjectOfStored(prefix, event.type, event.type === 'MailEventRecorded' ? event.data.type : null);
+}
+
+/** subjectOf from the event's type and, for MailEventRecorded, its provider event's type. */
+export function subjectOfStored(prefix: string, type: EventType, mailEventType: string | null): string {
+  if (type === 'MailEventRecorded') return `${prefix}.mail.${(mailEventType ?? 'other').replace(/_/g, '-')}`;
+  return subjectFor(prefix, type);
 }

@@ -115,6 +115,25 @@ describe('JetStreamService (NATS)', () => {
     expect(await js.consumerPending('narrowed')).toBe(0);
   });
 
+  it('publishes a batch pipelined: sequences in order, a repeated id is a duplicate, a subject outside the stream fails', async () => {
+    const events = Array.from({ length: 300 }, () => event());
+    const message = (e: DomainEvent) => ({ subject: js.subject(e), payload: JSON.stringify(e), msgId: e.id });
+    const first = await js.publishMany(events.map(message));
+    expect(first.every((a) => !a.duplicate)).toBe(true);
+    expect(first.map((a) => a.seq)).toEqual(first.map((_, i) => first[0].seq + i));
+    const again = await js.publishMany(events.slice(0, 2).map(message));
+    expect(again).toEqual([
+      { duplicate: true, seq: first[0].seq },
+      { duplicate: true, seq: first[1].seq },
+    ]);
+    await expect(
+      js.publishMany([{ subject: `nowhere-${uuidv7()}.x`, payload: '{}', msgId: uuidv7() }], 2_000),
+    ).rejects.toThrow(/no stream takes this subject|no acknowledgement/);
+    // The stream holds each event once.
+    const stored = await js.publishMany([message(events[299])]);
+    expect(stored[0]).toEqual({ duplicate: true, seq: first[299].seq });
+  });
+
   it("retires a service's consumers it no longer lists, and no one else's", async () => {
     for (const durable of ['svc', 'svc-kept', 'svc-old', 'svcx', 'other-svc'])
       await js.ensureConsumer({ durable, filterSubject: js.subjectsOfAggregate('task') });

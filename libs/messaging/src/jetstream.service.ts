@@ -10,7 +10,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { nanos, NatsConnection } from '@nats-io/nats-core';
+import { createInbox, headers, Msg, nanos, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import {
   DomainEvent,
@@ -19,6 +19,7 @@ import {
   parseDomainEvent,
   subjectFor,
   subjectOf,
+  subjectOfStored,
 } from '@edm/events';
 import { AckDecision, redeliveryDelay } from './ack-decision';
 
@@ -51,6 +52,18 @@ export interface MessageContext {
 
 export type EventHandler = (event: DomainEvent, context: MessageContext) => Promise<AckDecision>;
 
+/** An event ready to publish: its subject, its JSON text and its id (the dedup id). */
+export interface OutgoingMessage {
+  subject: string;
+  payload: string;
+  msgId: string;
+}
+
+interface PendingAck {
+  resolve: (ack: { duplicate: boolean; seq: number }) => void;
+  reject: (error: Error) => void;
+}
+
 export interface ConsumerStats {
   handled: number;
   acked: number;
@@ -69,6 +82,13 @@ export class JetStreamService {
   private jsm?: JetStreamManager;
   private readonly stops: (() => Promise<void>)[] = [];
   readonly stats = new Map<string, ConsumerStats>();
+  /** Publish acknowledgements of publishMany, on one inbox subscription of this connection. */
+  private acks?: {
+    inbox: string;
+    subscription: Subscription;
+    pending: Map<string, PendingAck>;
+    next: number;
+  };
 
   constructor(private readonly options: JetStreamOptions) {}
 
@@ -88,6 +108,11 @@ export class JetStreamService {
   /** The one subject every event of `type` is published on (not for MailEventRecorded). */
   subjectOfType(type: Exclude<EventType, 'MailEventRecorded'>): string {
     return subjectFor(this.options.subjectPrefix, type);
+  }
+
+  /** The subject of a stored event, from its type (and for MailEventRecorded its provider event's type). */
+  subjectOfStored(type: EventType, mailEventType: string | null): string {
+    return subjectOfStored(this.options.subjectPrefix, type, mailEventType);
   }
 
   /** Every subject of one aggregate's events (`task`, `service`, `subtask`, ...). */
@@ -244,6 +269,70 @@ export class JetStreamService {
   async publish(event: DomainEvent): Promise<{ duplicate: boolean; seq: number }> {
     const ack = await this.client().publish(this.subject(event), JSON.stringify(event), { msgID: event.id });
     return { duplicate: ack.duplicate, seq: ack.seq };
+  }
+
+  /**
+   * Publishes a batch, pipelined, each with its Nats-Msg-Id, and resolves with each stored
+   * message's sequence once the stream acknowledged it (rejects if any was refused or not
+   * acknowledged within `timeoutMs`). The same protocol as the client's JetStream publish (a
+   * request whose reply is the stream's PubAck), with the replies taken by one subscription
+   * instead of one request each: the client builds an Error for every request it settles, which
+   * cost the outbox relay more than its publishing did.
+   */
+  publishMany(
+    messages: readonly OutgoingMessage[],
+    timeoutMs = 10_000,
+  ): Promise<{ duplicate: boolean; seq: number }[]> {
+    const acks = this.ackInbox();
+    const tokens: string[] = [];
+    const settled = messages.map((message) => {
+      const token = String((acks.next += 1));
+      tokens.push(token);
+      const done = new Promise<{ duplicate: boolean; seq: number }>((resolve, reject) =>
+        acks.pending.set(token, { resolve, reject }),
+      );
+      const h = headers();
+      h.set('Nats-Msg-Id', message.msgId);
+      this.connection.publish(message.subject, message.payload, {
+        reply: `${acks.inbox}.${token}`,
+        headers: h,
+      });
+      return done;
+    });
+    const timer = setTimeout(() => {
+      for (const token of tokens) {
+        const waiting = acks.pending.get(token);
+        acks.pending.delete(token);
+        waiting?.reject(new Error(`no acknowledgement from the stream within ${timeoutMs} ms`));
+      }
+    }, timeoutMs);
+    return Promise.all(settled).finally(() => clearTimeout(timer));
+  }
+
+  private ackInbox(): NonNullable<JetStreamService['acks']> {
+    if (this.acks) return this.acks;
+    const inbox = createInbox();
+    const pending = new Map<string, PendingAck>();
+    const subscription = this.connection.subscribe(`${inbox}.*`, {
+      callback: (error, msg: Msg) => {
+        if (error) return;
+        const token = msg.subject.slice(inbox.length + 1);
+        const waiting = pending.get(token);
+        if (!waiting) return;
+        pending.delete(token);
+        if (msg.headers?.code === 503) return waiting.reject(new Error('no stream takes this subject'));
+        try {
+          const answer = msg.json<{ seq?: number; duplicate?: boolean; error?: { description?: string } }>();
+          if (answer.error || typeof answer.seq !== 'number')
+            waiting.reject(new Error(`publish refused: ${answer.error?.description ?? 'no sequence'}`));
+          else waiting.resolve({ seq: answer.seq, duplicate: answer.duplicate === true });
+        } catch (parseError) {
+          waiting.reject(parseError as Error);
+        }
+      },
+    });
+    this.acks = { inbox, subscription, pending, next: 0 };
+    return this.acks;
   }
 
   /**

@@ -121,10 +121,13 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
     // The active relay's process "dies" after publishing part of a batch: its publishes start
     // failing and its database session is cut, as kill -9 would do.
     let sent = 0;
-    const publish = activeJs.publish.bind(activeJs);
-    activeJs.publish = async (event) => {
-      sent += 1;
+    const publishMany = activeJs.publishMany.bind(activeJs);
+    activeJs.publishMany = async (messages, timeoutMs) => {
+      const room = Math.max(0, 50 - sent);
+      sent += messages.length;
       if (sent > 50) {
+        // Part of the batch reaches the stream, then the process is gone.
+        await publishMany(messages.slice(0, room), timeoutMs);
         await db
           .query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [
             `relay:main:${active.instanceId}`,
@@ -132,7 +135,7 @@ describe('OutboxRelay (Postgres + JetStream)', () => {
           .catch(() => undefined);
         throw new Error('process killed');
       }
-      return publish(event);
+      return publishMany(messages, timeoutMs);
     };
     await writeConcurrently(6, 50);
     const expected: string[] = (await db.query(`SELECT id FROM events`)).map((r: { id: string }) => r.id);

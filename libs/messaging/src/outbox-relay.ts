@@ -134,7 +134,7 @@ export class OutboxRelay {
 
   private async relayWhileActive(): Promise<void> {
     while (this.running && this.client) {
-      const batch = await this.store.readAll(this.checkpoint, this.options.batchSize);
+      const batch = await this.store.readAllJson(this.checkpoint, this.options.batchSize);
       if (batch.length === 0) {
         // Committed events held back behind a transaction still in flight (anywhere in the
         // cluster) come free without a notification: look again soon rather than a poll later.
@@ -142,7 +142,13 @@ export class OutboxRelay {
         continue;
       }
       // Pipelined: every publish is sent before any ack is awaited; one connection keeps order.
-      await Promise.all(batch.map(({ event }) => this.jetstream.publish(event)));
+      await this.jetstream.publishMany(
+        batch.map((e) => ({
+          subject: this.jetstream.subjectOfStored(e.type, e.mailEventType),
+          payload: e.json,
+          msgId: e.id,
+        })),
+      );
       const next = batch[batch.length - 1].checkpoint;
       // Written on the lock's own connection: if that connection is gone, so is our right to write.
       await this.client.query(
