@@ -49,6 +49,13 @@ const toEvent = (row: Omit<EventRow, 'global_position' | 'tx_id'>): DomainEvent 
     metadata: row.metadata,
   }) as DomainEvent;
 
+/**
+ * The events after a checkpoint ($1 transaction id, $2 position) that no transaction still in
+ * flight can precede, in commit-safe order, at most $3.
+ */
+const COMMIT_SAFE_AFTER = `WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  ORDER BY tx_id, global_position LIMIT $3`;
+
 /** A committed event as the JSON text of its envelope, ready to publish (readAllJson). */
 export interface GlobalEventJson {
   id: string;
@@ -236,13 +243,11 @@ export class EventStore {
           `SELECT ${columns} FROM events WHERE global_position > $1::bigint ORDER BY global_position LIMIT $2`,
           [after.position, limit],
         )
-      : await manager.query(
-          `SELECT ${columns} FROM events
-            WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-            ORDER BY tx_id, global_position
-            LIMIT $3`,
-          [after.txId, after.position, limit],
-        );
+      : await manager.query(`SELECT ${columns} FROM events ${COMMIT_SAFE_AFTER}`, [
+          after.txId,
+          after.position,
+          limit,
+        ]);
     return rows.map((row) => ({
       event: toEvent(row),
       checkpoint: { txId: String(row.tx_id), position: String(row.global_position) },
@@ -273,10 +278,7 @@ export class EventStore {
       `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
               to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
               CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type
-         FROM events
-        WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY tx_id, global_position
-        LIMIT $3`,
+         FROM events ${COMMIT_SAFE_AFTER}`,
       [after.txId, after.position, limit],
     );
     return rows.map((row) => ({
