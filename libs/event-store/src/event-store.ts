@@ -101,8 +101,18 @@ export class EventStore {
       data: string;
       check: number | null;
       metadata: string;
+      /** Position of `metadata` in the JSON array of the call's distinct metadata texts. */
+      metadataIndex: number;
     }[] = [];
     const shared = JSON.stringify(metadata);
+    // Each distinct metadata text is sent and parsed once (one JSON array of them), not once per
+    // event: a batch's events usually share one.
+    const metadataTexts = new Map<string, number>();
+    const indexOf = (text: string) => {
+      let index = metadataTexts.get(text);
+      if (index === undefined) metadataTexts.set(text, (index = metadataTexts.size));
+      return index;
+    };
     // A stream may come back later in the same call (one batch, several causes): it continues
     // from its own rows here, whose existence the statement cannot check yet.
     const lastInCall = new Map<string, number>();
@@ -124,6 +134,7 @@ export class EventStore {
           // Only the first event of a stream carries the check that its predecessor exists.
           check: index === 0 && base !== null && base > 0 && !continues ? base : null,
           metadata: own,
+          metadataIndex: indexOf(own),
         });
       });
       lastInCall.set(append.streamId, version);
@@ -133,9 +144,9 @@ export class EventStore {
     try {
       inserted = await tx.query(
         `INSERT INTO events (id, stream_id, version, type, data, metadata)
-         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, u.metadata::jsonb
-           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[])
-                AS u(id, stream, version, type, data, check_version, metadata)
+         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, $7::jsonb -> u.metadata_index
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $8::int[])
+                AS u(id, stream, version, type, data, check_version, metadata_index)
           WHERE u.check_version IS NULL
              OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
          RETURNING id, occurred_at`,
@@ -146,7 +157,8 @@ export class EventStore {
           rows.map((r) => r.type),
           rows.map((r) => r.data),
           rows.map((r) => r.check),
-          rows.map((r) => r.metadata),
+          `[${[...metadataTexts.keys()].join(',')}]`,
+          rows.map((r) => r.metadataIndex),
         ],
       );
     } catch (error) {
