@@ -24,11 +24,15 @@ export interface ServiceLoopDeps {
   onPaceLag(seconds: number): void;
 }
 
-interface MailRow {
+interface TaskContent {
   id: string;
   subject: string;
   html: string | null;
   text: string | null;
+}
+
+interface ContactRow {
+  id: string;
   name: string | null;
   attributes: Record<string, unknown> | null;
 }
@@ -160,13 +164,17 @@ export class ServiceLoop {
   /** Prepares and marks the batch, then sends each mail on its slot's time (local clock). */
   private async send(service: DispatchService, leased: LeasedSubTask[], sendAt: number[]): Promise<void> {
     const { dataSource, store, config } = this.deps;
-    const rows: MailRow[] = await dataSource.query(
-      `SELECT st.id, t.subject, t.html, t.text, c.name, c.attributes
-         FROM sub_tasks st JOIN tasks t ON t.id = st.task_id LEFT JOIN contacts c ON c.id = st.contact_id
-        WHERE st.id = ANY($1::uuid[])`,
-      [leased.map((s) => s.id)],
-    );
-    const content = new Map(rows.map((r) => [r.id, r]));
+    // The content once per task (a batch is of one task), not once per mail, and each contact's own.
+    const [tasks, contacts]: [TaskContent[], ContactRow[]] = await Promise.all([
+      dataSource.query(`SELECT id, subject, html, text FROM tasks WHERE id = ANY($1::uuid[])`, [
+        [...new Set(leased.map((s) => s.taskId))],
+      ]),
+      dataSource.query(`SELECT id, name, attributes FROM contacts WHERE id = ANY($1::uuid[])`, [
+        leased.flatMap((s) => (s.contactId ? [s.contactId] : [])),
+      ]),
+    ]);
+    const taskContent = new Map(tasks.map((t) => [t.id, t]));
+    const contactOf = new Map(contacts.map((c) => [c.id, c]));
     const sender = this.deps.senderFor(service);
     await dataSource.transaction((tx) => markSending(tx, store, service, leased, this.deps.meta()));
     const policy = {
@@ -179,17 +187,18 @@ export class ServiceLoop {
     const { minGapMs } = paceOf(service.limits.pace);
     const results: SendResult[] = await Promise.all(
       leased.map(async (subTask, i) => {
-        const c = content.get(subTask.id)!;
+        const task = taskContent.get(subTask.taskId)!;
+        const contact = subTask.contactId ? contactOf.get(subTask.contactId) : undefined;
         const mail = renderMail({
           subTaskId: subTask.id,
           taskId: subTask.taskId,
           trackingId: subTask.trackingId,
           email: subTask.email,
-          contactName: c.name,
-          attributes: c.attributes ?? {},
-          subject: c.subject,
-          html: c.html,
-          text: c.text,
+          contactName: contact?.name ?? null,
+          attributes: contact?.attributes ?? {},
+          subject: task.subject,
+          html: task.html,
+          text: task.text,
           from: { email: service.fromEmail, ...(service.fromName ? { name: service.fromName } : {}) },
           trackingBaseUrl: config.TRACKING_BASE_URL,
           linkKey: service.provider === 'smtp' ? this.linkKey : null,
