@@ -4,6 +4,7 @@ import { WebhookIntake1764295200000 } from './1764295200000-webhook-intake';
 import { Monitoring1764298800000 } from './1764298800000-monitoring';
 import { PendingMatchIndexes1764302400000 } from './1764302400000-pending-match-indexes';
 import { LeaseOrderIndex1764306000000 } from './1764306000000-lease-order-index';
+import { SentOnlyIndexes1764309600000 } from './1764309600000-sent-only-indexes';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
 export const migrations = [
@@ -13,4 +14,5 @@ export const migrations = [
   Monitoring1764298800000,
   PendingMatchIndexes1764302400000,
   LeaseOrderIndex1764306000000,
+  SentOnlyIndexes1764309600000,
 ];
