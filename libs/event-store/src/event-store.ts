@@ -106,7 +106,7 @@ export class EventStore {
     }[] = [];
     const shared = JSON.stringify(metadata);
     // Each distinct metadata text is sent and parsed once (one JSON array of them), not once per
-    // event: a batch's events usually share one.
+    // event: a batch's events usually share one. The data go as one JSON array too.
     const metadataTexts = new Map<string, number>();
     const indexOf = (text: string) => {
       let index = metadataTexts.get(text);
@@ -144,9 +144,9 @@ export class EventStore {
     try {
       inserted = await tx.query(
         `INSERT INTO events (id, stream_id, version, type, data, metadata)
-         SELECT u.id, u.stream, u.version, u.type, u.data::jsonb, $7::jsonb -> u.metadata_index
-           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $8::int[])
-                AS u(id, stream, version, type, data, check_version, metadata_index)
+         SELECT u.id, u.stream, u.version, u.type, $5::jsonb -> (u.n::int - 1), $7::jsonb -> u.metadata_index
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $6::int[], $8::int[]) WITH ORDINALITY
+                AS u(id, stream, version, type, check_version, metadata_index, n)
           WHERE u.check_version IS NULL
              OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
          RETURNING id, occurred_at`,
@@ -155,7 +155,8 @@ export class EventStore {
           rows.map((r) => r.stream),
           rows.map((r) => r.version),
           rows.map((r) => r.type),
-          rows.map((r) => r.data),
+          // One JSON array: the events' data need no escaping as elements of a text array.
+          `[${rows.map((r) => r.data).join(',')}]`,
           rows.map((r) => r.check),
           `[${[...metadataTexts.keys()].join(',')}]`,
           rows.map((r) => r.metadataIndex),
