@@ -58,7 +58,9 @@ export class SandboxMailboxWriter {
         const rows: { idempotency_key: string; provider_message_id: string; accepts: number }[] =
           await this.dataSource.query(
             `INSERT INTO sandbox_messages (idempotency_key, provider_message_id, service_id, tracking_id, recipient, subject, headers, accepted_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])
+           SELECT u.key, u.message_id, u.service_id, u.tracking_id, u.recipient, u.subject, $7::jsonb -> (u.n::int - 1), u.at
+             FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $8::timestamptz[])
+                  WITH ORDINALITY AS u(key, message_id, service_id, tracking_id, recipient, subject, at, n)
            ON CONFLICT (idempotency_key) DO UPDATE SET accepts = sandbox_messages.accepts + 1
            RETURNING idempotency_key, provider_message_id, accepts`,
             [
@@ -68,7 +70,8 @@ export class SandboxMailboxWriter {
               now.map((a) => a.mail.trackingId),
               now.map((a) => a.mail.to.email),
               now.map((a) => a.mail.subject),
-              now.map((a) => JSON.stringify(a.mail.headers)),
+              // One JSON array: no per-element escaping as a text array would need.
+              JSON.stringify(now.map((a) => a.mail.headers)),
               now.map((a) => a.receivedAt),
             ],
           );
