@@ -267,8 +267,10 @@ export class JetStreamService {
 
   /** Publishes with Nats-Msg-Id = event id, so a republished event is dropped by the server. */
   async publish(event: DomainEvent): Promise<{ duplicate: boolean; seq: number }> {
-    const ack = await this.client().publish(this.subject(event), JSON.stringify(event), { msgID: event.id });
-    return { duplicate: ack.duplicate, seq: ack.seq };
+    const [ack] = await this.publishMany([
+      { subject: this.subject(event), payload: JSON.stringify(event), msgId: event.id },
+    ]);
+    return ack;
   }
 
   /**
