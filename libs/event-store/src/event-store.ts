@@ -276,18 +276,13 @@ export class EventStore {
     limit: number,
     manager: EntityManager = this.dataSource.manager,
   ): Promise<GlobalEventJson[]> {
-    const rows: {
-      global_position: string;
-      tx_id: string;
-      id: string;
-      stream_id: string;
-      version: number;
+    const rows: (Omit<EventRow, 'type' | 'data' | 'metadata' | 'occurred_at'> & {
       type: EventType;
       data: string;
       metadata: string;
       occurred_at: string;
       mail_event_type: string | null;
-    }[] = await manager.query(
+    })[] = await manager.query(
       `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
               to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
               CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type

@@ -10,7 +10,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { createInbox, headers, Msg, nanos, NatsConnection, Subscription } from '@nats-io/nats-core';
+import { createInbox, headers, Msg, nanos, NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import {
   DomainEvent,
@@ -83,12 +83,7 @@ export class JetStreamService {
   private readonly stops: (() => Promise<void>)[] = [];
   readonly stats = new Map<string, ConsumerStats>();
   /** Publish acknowledgements of publishMany, on one inbox subscription of this connection. */
-  private acks?: {
-    inbox: string;
-    subscription: Subscription;
-    pending: Map<string, PendingAck>;
-    next: number;
-  };
+  private acks?: { inbox: string; pending: Map<string, PendingAck>; next: number };
 
   constructor(private readonly options: JetStreamOptions) {}
 
@@ -315,7 +310,7 @@ export class JetStreamService {
     if (this.acks) return this.acks;
     const inbox = createInbox();
     const pending = new Map<string, PendingAck>();
-    const subscription = this.connection.subscribe(`${inbox}.*`, {
+    this.connection.subscribe(`${inbox}.*`, {
       callback: (error, msg: Msg) => {
         if (error) return;
         const token = msg.subject.slice(inbox.length + 1);
@@ -333,7 +328,7 @@ export class JetStreamService {
         }
       },
     });
-    this.acks = { inbox, subscription, pending, next: 0 };
+    this.acks = { inbox, pending, next: 0 };
     return this.acks;
   }
 
