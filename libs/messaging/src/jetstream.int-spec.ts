@@ -1,3 +1,4 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { DataSource } from 'typeorm';
 import { DomainEvent } from '@edm/events';
 import { uuidv7 } from '@edm/event-store';
@@ -138,8 +139,9 @@ describe('JetStreamService (NATS)', () => {
     for (const durable of ['svc', 'svc-kept', 'svc-old', 'svcx', 'other-svc'])
       await js.ensureConsumer({ durable, filterSubject: js.subjectsOfAggregate('task') });
     expect((await js.retireConsumers('svc', ['svc-kept'])).sort()).toEqual(['svc', 'svc-old']);
+    const jsm = await jetstreamManager(js.connection);
     const exists = (durable: string) =>
-      js.consumerPending(durable).then(
+      jsm.consumers.info(env.stream, durable).then(
         () => true,
         () => false,
       );
@@ -147,6 +149,8 @@ describe('JetStreamService (NATS)', () => {
     const left = await Promise.all(names.map(exists));
     expect(names.filter((_, i) => left[i])).toEqual(['svc-kept', 'svcx', 'other-svc']);
     expect(await js.retireConsumers('svc', ['svc-kept'])).toEqual([]);
+    // A consumer that is gone (or not created yet) has nothing pending.
+    expect(await js.consumerPending('svc-old')).toBe(0);
   });
 
   it('acknowledges a burst in groups, and sends the acks still grouped when it stops', async () => {

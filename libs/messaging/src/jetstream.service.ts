@@ -135,6 +135,7 @@ export class JetStreamService {
 
   private async watchStatus(nc: NatsConnection): Promise<void> {
     for await (const status of nc.status()) {
+      if (status.type === 'disconnect') this.abandonPendingAcks();
       if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
         this.options.log(status.type === 'reconnect' ? 'info' : 'warn', `nats ${status.type}`, {
           nats: status.type,
@@ -255,9 +256,15 @@ export class JetStreamService {
     return retired;
   }
 
+  /** Messages a durable consumer has yet to take or acknowledge; 0 for one not created yet. */
   async consumerPending(durable: string): Promise<number> {
-    const info = await this.manager().consumers.info(this.options.stream, durable);
-    return info.num_pending + info.num_ack_pending;
+    try {
+      const info = await this.manager().consumers.info(this.options.stream, durable);
+      return info.num_pending + info.num_ack_pending;
+    } catch (error) {
+      if (isNotFound(error)) return 0;
+      throw error;
+    }
   }
 
   /** Publishes with Nats-Msg-Id = event id, so a republished event is dropped by the server. */
@@ -280,6 +287,9 @@ export class JetStreamService {
     messages: readonly OutgoingMessage[],
     timeoutMs = 10_000,
   ): Promise<{ duplicate: boolean; seq: number }[]> {
+    // While the client reconnects it would hold the messages and drop them at the next dial:
+    // their acknowledgements could never come, so the publisher learns it now, not at the timeout.
+    if (!this.isConnected()) return Promise.reject(new Error('NATS is not connected'));
     const acks = this.ackInbox();
     const tokens: string[] = [];
     const settled = messages.map((message) => {
@@ -304,6 +314,19 @@ export class JetStreamService {
       }
     }, timeoutMs);
     return Promise.all(settled).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * The connection broke: acknowledgements still awaited can no longer arrive, whether or not the
+   * server stored the message. They fail now rather than at their timeout; the publisher
+   * publishes again, and the Nats-Msg-Id drops whatever the server had already stored.
+   */
+  private abandonPendingAcks(): void {
+    if (!this.acks) return;
+    const waiting = [...this.acks.pending.values()];
+    this.acks.pending.clear();
+    const error = new Error('NATS connection lost before the stream acknowledged the publish');
+    for (const w of waiting) w.reject(error);
   }
 
   private ackInbox(): NonNullable<JetStreamService['acks']> {

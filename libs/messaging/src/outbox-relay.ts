@@ -69,10 +69,12 @@ export class OutboxRelay {
   }
 
   private async run(): Promise<void> {
+    let interruption: string | undefined;
     while (this.running) {
       let keepConnection = false;
       try {
-        if (await this.acquire()) {
+        // Without the bus it could not publish: it leaves the lock to a process that has one.
+        if (this.jetstream.isConnected() && (await this.acquire())) {
           this.role = 'active';
           this.options.log('info', 'outbox relay active', { relay: this.options.name });
           await this.relayWhileActive();
@@ -80,11 +82,16 @@ export class OutboxRelay {
           // Standing by: the same session asks for the lock again next time, no reconnect.
           keepConnection = true;
         }
+        interruption = undefined;
       } catch (error) {
-        this.options.log('warn', 'outbox relay interrupted', {
-          relay: this.options.name,
-          error: String(error),
-        });
+        // Logged when it starts or changes: a bus that is down for minutes is one line, not one
+        // line per poll.
+        if (String(error) !== interruption)
+          this.options.log('warn', 'outbox relay interrupted', {
+            relay: this.options.name,
+            error: String(error),
+          });
+        interruption = String(error);
       }
       if (this.role === 'active')
         this.options.log('info', 'outbox relay standing by', { relay: this.options.name });

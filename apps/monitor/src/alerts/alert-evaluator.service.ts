@@ -7,10 +7,12 @@ import { JetStreamService } from '@edm/messaging';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { BUS_SUBSCRIPTIONS } from '@edm/platform';
 import { reclaimLeases } from '@edm/workflows';
-import { AlertCondition, RULES } from './alert-rules';
+import { AlertCondition, RULES, unknownKinds } from './alert-rules';
 import { alertMessageBody } from './alert-sink';
 
 const EVALUATION_LOCK = 7_414_004;
+/** How long an evaluation waits for the bus to report its consumers' lag. */
+const CONSUMER_LAG_TIMEOUT_MS = 2_000;
 
 interface FiringAlert {
   id: string;
@@ -88,17 +90,18 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
 
   /** One evaluation; returns what changed (for tests and logs). */
   async evaluate(): Promise<{ raised: string[]; resolved: string[] } | null> {
+    // Asked of the bus before the transaction: no Postgres transaction waits on NATS, and a bus
+    // that is down costs the evaluation at most CONSUMER_LAG_TIMEOUT_MS, not a timeout per consumer.
+    const consumerLag = await this.consumerLag();
     return this.dataSource.transaction(async (tx) => {
       const [{ locked }] = await tx.query('SELECT pg_try_advisory_xact_lock($1) AS locked', [
         EVALUATION_LOCK,
       ]);
       if (!locked) return null;
       const conditions: AlertCondition[] = [];
-      for (const rule of RULES) {
-        conditions.push(...(await rule({ tx, config: this.config, consumerLag: () => this.consumerLag() })));
-      }
+      for (const rule of RULES) conditions.push(...(await rule({ tx, config: this.config, consumerLag })));
       await this.repairStuck(tx, conditions);
-      return this.reconcile(tx, conditions);
+      return this.reconcile(tx, conditions, unknownKinds({ consumerLag }));
     });
   }
 
@@ -118,7 +121,7 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
     }
   }
 
-  private async reconcile(tx: EntityManager, conditions: AlertCondition[]) {
+  private async reconcile(tx: EntityManager, conditions: AlertCondition[], unknown: string[]) {
     const firing: FiringAlert[] = await tx.query(
       `SELECT a.id, a.kind, a.subject, a.severity, a.message,
               (SELECT max(n.created_at) FROM alert_notifications n WHERE n.alert_id = a.id) AS notified_at
@@ -156,7 +159,7 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
       raised.push(`${condition.kind} ${condition.subject}`);
     }
     for (const alert of firing) {
-      if (current.has(key(alert.kind, alert.subject))) continue;
+      if (current.has(key(alert.kind, alert.subject)) || unknown.includes(alert.kind)) continue;
       await this.store.append(
         tx,
         [
@@ -207,13 +210,24 @@ export class AlertEvaluator implements OnApplicationBootstrap, BeforeApplication
     ]);
   }
 
-  /** Per durable consumer of every service, the messages it has not acknowledged yet. */
-  private async consumerLag(): Promise<Record<string, number>> {
-    const out: Record<string, number> = {};
-    for (const subscriptions of Object.values(BUS_SUBSCRIPTIONS))
-      for (const { durable } of subscriptions)
-        out[durable] = await this.jetstream.consumerPending(durable).catch(() => 0);
-    return out;
+  /**
+   * Per durable consumer of every service, the messages it has not acknowledged yet; null when
+   * NATS is not connected or does not answer in time (unknown is not the same as no lag). A
+   * consumer not created yet has no lag.
+   */
+  private async consumerLag(): Promise<Record<string, number> | null> {
+    if (!this.jetstream.isConnected()) return null;
+    const durables = Object.values(BUS_SUBSCRIPTIONS).flatMap((subscriptions) =>
+      subscriptions.map((s) => s.durable),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>(
+      (resolve) => (timer = setTimeout(resolve, CONSUMER_LAG_TIMEOUT_MS, null)),
+    );
+    const asked = Promise.all(
+      durables.map(async (durable) => [durable, await this.jetstream.consumerPending(durable)] as const),
+    ).then(Object.fromEntries, () => null);
+    return Promise.race([asked, timeout]).finally(() => clearTimeout(timer));
   }
 
   private meta(): EventMetadata {

@@ -14,9 +14,16 @@ export interface AlertCondition {
 export interface RuleContext {
   tx: EntityManager;
   config: AppConfig;
-  /** Messages each durable consumer has not acknowledged yet. */
-  consumerLag(): Promise<Record<string, number>>;
+  /**
+   * Messages each durable consumer has not acknowledged yet, read from the bus before the
+   * evaluation; null when the bus could not be asked (its consumer-lag alerts then stay as they are).
+   */
+  consumerLag: Record<string, number> | null;
 }
+
+/** Kinds whose firing alerts an evaluation neither raises nor resolves, because it could not look. */
+export const unknownKinds = ({ consumerLag }: Pick<RuleContext, 'consumerLag'>): string[] =>
+  consumerLag === null ? ['consumer-lag'] : [];
 
 type Rule = (context: RuleContext) => Promise<AlertCondition[]>;
 
@@ -209,7 +216,7 @@ export const busLag: Rule = async ({ tx, config, consumerLag }) => {
       details: { lag: Number(relay.lag) },
     });
   }
-  for (const [consumer, lag] of Object.entries(await consumerLag())) {
+  for (const [consumer, lag] of Object.entries(consumerLag ?? {})) {
     if (lag > config.MONITOR_CONSUMER_LAG_EVENTS) {
       out.push({
         kind: 'consumer-lag',
