@@ -1,5 +1,5 @@
 import { createServer, request as httpRequest, Server } from 'node:http';
-import { AddressInfo } from 'node:net';
+import { AddressInfo, connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import express from 'express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
@@ -159,6 +159,22 @@ describe('webhook route in front of Express', () => {
       setTimeout(() => req.end(big.slice(600)), 20);
     });
     expect(streamed.status).toBe(413);
+    // A client that declares a large body and is still writing it when the server has decided:
+    // the 413 waits for the end of the body, so the connection is not closed under the client
+    // while it writes (which it would see as a broken pipe, not as the 413).
+    const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    let replied = '';
+    socket.on('data', (c: Buffer) => (replied += c.toString()));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(
+      `POST /api/webhooks/sandbox/${SERVICE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${4 * LIMIT}\r\n\r\n${'z'.repeat(2 * LIMIT)}`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(replied).toBe('');
+    socket.write('z'.repeat(2 * LIMIT));
+    await closed;
+    expect(replied).toMatch(/^HTTP\/1\.1 413 .*\r\nConnection: close\r\n/s);
     expect(received).toHaveLength(0);
     // The server answers the next request as before.
     expect((await post(`/api/webhooks/sandbox/${SERVICE}`, 'y'.repeat(LIMIT))).status).toBe(200);

@@ -75,7 +75,11 @@ export function installWebhookRoute(app: NestExpressApplication, options: Webhoo
         if (body === null) return;
         if (body === 'too large') {
           const [status, answer] = describeError({ type: 'entity.too.large' });
-          respond(response, status, answer, { Connection: 'close' });
+          // Answered once the client has finished sending, as Express does: a client still
+          // writing when the connection closes under it gets a broken pipe, not the 413.
+          void discardRest(request, DISCARD_LIMIT_FACTOR * options.bodyLimitBytes).then(() =>
+            respond(response, status, answer, { Connection: 'close' }),
+          );
           return;
         }
         if (nestsDeeperThan(body, MAX_BODY_DEPTH)) {
@@ -112,9 +116,36 @@ export function installWebhookRoute(app: NestExpressApplication, options: Webhoo
   });
 }
 
+/** A refused body is read and dropped up to this many times the limit; past that it is cut off. */
+const DISCARD_LIMIT_FACTOR = 8;
+
 /**
- * The body as received, 'too large' as soon as it passes the limit (the rest is discarded by
- * the server once the answer is sent), or null when the client went away before its end.
+ * Reads and drops the rest of a request's body; resolves at its end, when the client goes away,
+ * or once more than `limit` bytes were dropped (the answer then goes out, and the connection
+ * closes under a client that goes on sending).
+ */
+function discardRest(request: IncomingMessage, limit: number): Promise<void> {
+  if (request.complete) return Promise.resolve();
+  return new Promise((resolve) => {
+    let dropped = 0;
+    const done = () => {
+      request.off('data', onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      dropped += chunk.length;
+      if (dropped > limit) done();
+    };
+    request.on('data', onData);
+    request.once('end', done);
+    request.once('close', done);
+    request.resume();
+  });
+}
+
+/**
+ * The body as received, 'too large' as soon as it passes the limit (the rest is left to
+ * discardRest), or null when the client went away before its end.
  */
 function readBody(request: IncomingMessage, limit: number): Promise<Buffer | 'too large' | null> {
   const declared = Number(request.headers['content-length']);
