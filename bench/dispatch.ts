@@ -179,6 +179,39 @@ function closeCpuWindow(window: CpuWindow): void {
     );
 }
 
+/**
+ * What the mails of a throughput run cost, per 1,000: CPU seconds of Postgres' backends of this
+ * bench's database, of the dispatchers, of the API (which holds the outbox relay) and of NATS,
+ * and the WAL Postgres wrote. Steadier than the rate from run to run, so a change's effect on the
+ * work per mail shows even when the machine's speed varies.
+ */
+async function logCost(window: CpuWindow, walBefore: string, mails: number, dispatcherPids: number[]) {
+  const after = processCpu();
+  const groups = new Map<string, number>();
+  const add = (group: string, ticks: number) => groups.set(group, (groups.get(group) ?? 0) + ticks);
+  const ours = new URL(env!.databaseUrl).pathname.slice(1);
+  for (const [pid, p] of after) {
+    const ticks = p.ticks - (window.before.get(pid)?.ticks ?? 0);
+    if (ticks <= 0) continue;
+    if (dispatcherPids.includes(pid)) add('dispatchers', ticks);
+    else if (pid === api?.process.pid) add('API and relay', ticks);
+    else if (p.command.includes('nats-server')) add('NATS', ticks);
+    else if (p.command.startsWith('postgres:') && p.command.includes(` ${ours} `))
+      add('Postgres backends', ticks);
+  }
+  const { rows } = await database().query(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS bytes`,
+    [walBefore],
+  );
+  const per1000 = (ticks: number) => ((ticks / TICKS_PER_SECOND) * 1_000) / mails;
+  log(
+    `  cost per 1,000 mails: ${[...groups]
+      .sort((x, y) => y[1] - x[1])
+      .map(([group, ticks]) => `${group} ${per1000(ticks).toFixed(2)} CPU-s`)
+      .join(', ')}; WAL ${(((rows[0].bytes / mails) * 1_000) / 1_048_576).toFixed(2)} MiB`,
+  );
+}
+
 /** Newest modification time under dist/ (apps and libs): a rebuild during the run changes it. */
 function distStamp(): number {
   let newest = 0;
@@ -509,6 +542,7 @@ async function throughputRun(
   if (task.total !== CONTACTS) throw new Error(`counts.total is ${task.total}, expected ${CONTACTS}`);
   const respondedAt = await databaseNow();
   const window = openCpuWindow(`throughput run ${run}`);
+  const { rows: wal } = await database().query(`SELECT pg_current_wal_lsn()::text AS lsn`);
   log(`run ${run}: task ${task.id} created in ${seconds(responded - posted)} (POST, not part of the figure)`);
 
   let lastProgress = now();
@@ -561,6 +595,12 @@ async function throughputRun(
   }
   const ms = (completedAt ?? now()) - responded;
   closeCpuWindow(window);
+  await logCost(
+    window,
+    wal[0].lsn,
+    CONTACTS,
+    dispatchers.map((d) => d.process.pid!),
+  );
   const waitProfile = [...waits]
     .sort((a, b) => b[1] - a[1])
     .slice(0, 6)

@@ -28,13 +28,24 @@ export interface LeasedSubTask {
   trackingId: string;
   attempt: number;
   version: number;
+  /** The contact's name and attributes, for the template (null without a contact). */
+  contactName: string | null;
+  attributes: Record<string, unknown> | null;
+}
+
+/** What every mail of a task says, before the contact's values are put in. */
+export interface TaskContent {
+  id: string;
+  subject: string;
+  html: string | null;
+  text: string | null;
 }
 
 /** How far ahead a slot may be claimed, so the mail is ready when its slot comes. */
 export const SLOT_LOOKAHEAD_MS = 250;
 /**
- * The earliest a claimed slot may be: the time a lease needs to become a request (content read,
- * `sending` recorded). A mail whose slot were "now" would leave late by that much, and the gap to
+ * The earliest a claimed slot may be: the time a lease needs to become a request (its commit,
+ * the mail rendered). A mail whose slot were "now" would leave late by that much, and the gap to
  * the next, punctual mail would be short by as much.
  */
 export const SLOT_PREPARATION_MS = 50;
@@ -44,6 +55,8 @@ export type LeaseResult =
       kind: 'leased';
       service: DispatchService;
       leased: LeasedSubTask[];
+      /** The content of their task (a batch is of one task). */
+      content: TaskContent;
       /** Per leased sub-task, in order: not to be sent before this (database clock). */
       notBefore: Date[];
       /** The database clock when leased, to turn `notBefore` into a local wait. */
@@ -69,6 +82,11 @@ export interface LeaseRequest {
  *   task never starves a small one;
  * - rows are claimed with FOR UPDATE SKIP LOCKED, so concurrent leases never take the same one,
  *   and get a lease expiry after which any replica reclaims them.
+ *
+ * The batch is leased and marked `sending` at once (SubTaskLeased and SubTaskSending, one row
+ * write), with everything its mails need read in the same transaction: nothing touches the
+ * database between this commit and the requests. Had anything failed before the commit, the
+ * batch would still be pending; once committed, a lost outcome is `unknown`, never a second send.
  */
 export async function leaseSubTasks(
   tx: EntityManager,
@@ -120,18 +138,20 @@ export async function leaseSubTasks(
           ORDER BY t.priority DESC, d.last_leased_at ASC NULLS FIRST, t.created_at
           LIMIT 1
        ), picked AS (
-         SELECT p.id FROM sub_tasks p
+         SELECT p.id, p.contact_id FROM sub_tasks p
           WHERE p.task_id = (SELECT id FROM next_task) AND p.status = 'pending' AND p.next_attempt_at <= now()
           ORDER BY p.next_attempt_at, p.id
           LIMIT $5
             FOR UPDATE SKIP LOCKED
        )
        UPDATE sub_tasks s
-          SET status = 'allocated', service_id = $1, lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
-              attempts = s.attempts + 1, version = s.version + 1, updated_at = now()
-         FROM picked WHERE s.id = picked.id
+          SET status = 'sending', service_id = $1, lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
+              attempts = s.attempts + 1, version = s.version + 2, updated_at = now()
+         FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
+        WHERE s.id = picked.id
       RETURNING s.id, s.task_id AS "taskId", s.contact_id AS "contactId", s.email, s.tracking_id AS "trackingId",
-                s.attempts AS attempt, s.version, s.lease_expires_at AS "leaseExpiresAt"`,
+                s.attempts AS attempt, s.version, s.lease_expires_at AS "leaseExpiresAt",
+                c.name AS "contactName", c.attributes`,
       [service.id, service.accountId, request.owner, request.leaseMs, room.allowed],
     )
   )[0];
@@ -146,7 +166,7 @@ export async function leaseSubTasks(
     tx,
     leased.map((s) => ({
       streamId: `subtask-${s.id}`,
-      expectedVersion: s.version - 1 === 0 ? 'no_stream' : s.version - 1,
+      expectedVersion: s.version - 2 === 0 ? 'no_stream' : s.version - 2,
       events: [
         newEvent('SubTaskLeased', {
           subTaskId: s.id,
@@ -156,11 +176,15 @@ export async function leaseSubTasks(
           leaseExpiresAt: (s as LeasedSubTask & { leaseExpiresAt: Date }).leaseExpiresAt.toISOString(),
           attempt: s.attempt,
         }),
+        newEvent('SubTaskSending', { subTaskId: s.id, taskId: s.taskId, serviceId: service.id }),
       ],
     })),
     meta,
     { alreadyProjected: true },
   );
+  const [content]: TaskContent[] = await tx.query(`SELECT id, subject, html, text FROM tasks WHERE id = $1`, [
+    leased[0].taskId,
+  ]);
   // Last: every service's leases of this task update its row, which stays locked until commit.
   await tx.query(
     `INSERT INTO task_dispatch (task_id, last_leased_at) VALUES ($1, clock_timestamp())
@@ -172,7 +196,7 @@ export async function leaseSubTasks(
       ? new Date(Math.max(earliest.getTime(), room.firstSlotAt.getTime() + i * room.intervalMs))
       : now,
   );
-  return { kind: 'leased', service, leased, notBefore, databaseNow: now };
+  return { kind: 'leased', service, leased, content, notBefore, databaseNow: now };
 }
 
 /** Once per quota window, and only while work is waiting, the exhaustion is an event. */

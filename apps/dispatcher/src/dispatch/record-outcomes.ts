@@ -13,25 +13,6 @@ export interface SendResult {
   decision: OutcomeDecision;
 }
 
-/** The requests are about to start: from here, a lost outcome is `unknown`, not `pending`. */
-export async function markSending(
-  tx: EntityManager,
-  store: EventStore,
-  service: DispatchService,
-  batch: LeasedSubTask[],
-  meta: EventMetadata,
-): Promise<void> {
-  await store.append(
-    tx,
-    batch.map((s) => ({
-      streamId: `subtask-${s.id}`,
-      expectedVersion: s.version,
-      events: [newEvent('SubTaskSending', { subTaskId: s.id, taskId: s.taskId, serviceId: service.id })],
-    })),
-    meta,
-  );
-}
-
 /**
  * Records a batch of send outcomes with the service's health and freezes the service on an
  * account error, all in one transaction. A sub-task returned to pending whose task was cancelled

@@ -4,8 +4,8 @@ import { EventMetadata, newEvent } from '@edm/events';
 import { trackingKey } from '@edm/domain';
 import { EventStore } from '@edm/event-store';
 import { MailSender } from '@edm/providers';
-import { DispatchService, LeasedSubTask, leaseSubTasks } from './lease-sub-tasks';
-import { markSending, recordOutcomes, SendResult } from './record-outcomes';
+import { DispatchService, LeasedSubTask, leaseSubTasks, TaskContent } from './lease-sub-tasks';
+import { recordOutcomes, SendResult } from './record-outcomes';
 import { renderMail } from './render-mail';
 import { decideOutcome } from './send-outcome';
 import { paceOf } from './service-capacity';
@@ -22,19 +22,6 @@ export interface ServiceLoopDeps {
   onRestart(serviceId: string): void;
   /** Seconds a request started after its slot (timer and queueing delay). */
   onPaceLag(seconds: number): void;
-}
-
-interface TaskContent {
-  id: string;
-  subject: string;
-  html: string | null;
-  text: string | null;
-}
-
-interface ContactRow {
-  id: string;
-  name: string | null;
-  attributes: Record<string, unknown> | null;
 }
 
 /**
@@ -110,8 +97,8 @@ export class ServiceLoop {
         await Promise.race(this.inFlight);
         continue;
       }
-      const result = await this.deps.dataSource.transaction((tx) =>
-        leaseSubTasks(
+      const result = await this.deps.dataSource.transaction(async (tx) => {
+        const lease = await leaseSubTasks(
           tx,
           this.deps.store,
           {
@@ -121,17 +108,21 @@ export class ServiceLoop {
             leaseMs: config.DISPATCH_LEASE_MS,
           },
           this.deps.meta(),
-        ),
-      );
+        );
+        // Made before the commit: a service whose sender cannot be made (credentials that no
+        // longer open) leases nothing, and its loop restarts with backoff, logged and counted.
+        return lease.kind === 'leased' ? { ...lease, sender: this.deps.senderFor(lease.service) } : lease;
+      });
       switch (result.kind) {
         case 'leased': {
           const offset = result.databaseNow.getTime() - Date.now();
           const sendAt = result.notBefore.map((at) => at.getTime() - offset);
-          const work = this.send(result.service, result.leased, sendAt).catch((error: unknown) =>
-            this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
-              serviceId: this.serviceId,
-              error: String(error),
-            }),
+          const work = this.send(result.service, result.sender, result.content, result.leased, sendAt).catch(
+            (error: unknown) =>
+              this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
+                serviceId: this.serviceId,
+                error: String(error),
+              }),
           );
           this.inFlight.add(work);
           void work.finally(() => this.inFlight.delete(work));
@@ -161,22 +152,15 @@ export class ServiceLoop {
     }
   }
 
-  /** Prepares and marks the batch, then sends each mail on its slot's time (local clock). */
-  private async send(service: DispatchService, leased: LeasedSubTask[], sendAt: number[]): Promise<void> {
+  /** Sends each mail of a leased batch (already `sending`) on its slot's time (local clock). */
+  private async send(
+    service: DispatchService,
+    sender: MailSender,
+    task: TaskContent,
+    leased: LeasedSubTask[],
+    sendAt: number[],
+  ): Promise<void> {
     const { dataSource, store, config } = this.deps;
-    // The content once per task (a batch is of one task), not once per mail, and each contact's own.
-    const [tasks, contacts]: [TaskContent[], ContactRow[]] = await Promise.all([
-      dataSource.query(`SELECT id, subject, html, text FROM tasks WHERE id = ANY($1::uuid[])`, [
-        [...new Set(leased.map((s) => s.taskId))],
-      ]),
-      dataSource.query(`SELECT id, name, attributes FROM contacts WHERE id = ANY($1::uuid[])`, [
-        leased.flatMap((s) => (s.contactId ? [s.contactId] : [])),
-      ]),
-    ]);
-    const taskContent = new Map(tasks.map((t) => [t.id, t]));
-    const contactOf = new Map(contacts.map((c) => [c.id, c]));
-    const sender = this.deps.senderFor(service);
-    await dataSource.transaction((tx) => markSending(tx, store, service, leased, this.deps.meta()));
     const policy = {
       maxAttempts: config.DISPATCH_MAX_ATTEMPTS,
       retryBaseMs: config.DISPATCH_RETRY_BASE_MS,
@@ -187,15 +171,13 @@ export class ServiceLoop {
     const { minGapMs } = paceOf(service.limits.pace);
     const results: SendResult[] = await Promise.all(
       leased.map(async (subTask, i) => {
-        const task = taskContent.get(subTask.taskId)!;
-        const contact = subTask.contactId ? contactOf.get(subTask.contactId) : undefined;
         const mail = renderMail({
           subTaskId: subTask.id,
           taskId: subTask.taskId,
           trackingId: subTask.trackingId,
           email: subTask.email,
-          contactName: contact?.name ?? null,
-          attributes: contact?.attributes ?? {},
+          contactName: subTask.contactName,
+          attributes: subTask.attributes ?? {},
           subject: task.subject,
           html: task.html,
           text: task.text,
