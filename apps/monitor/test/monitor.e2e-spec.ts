@@ -116,6 +116,7 @@ describe('monitor (e2e)', () => {
       MONITOR_UNMATCHED_MIN_EVENTS: '10',
       MONITOR_UNMATCHED_RATIO: '0.5',
       MONITOR_CONSUMER_LAG_EVENTS: '50',
+      MONITOR_INGEST_BACKLOG_MS: '2000',
       MONITOR_ALERT_WEBHOOK_URL: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/hook`,
     });
     dispatchers.push(await startService('dispatcher', dispatcherEnv()));
@@ -400,6 +401,22 @@ describe('monitor (e2e)', () => {
     ingest = await startService('webhook-ingest', ingestEnv(), { port: ingest.port });
     await resolved('consumer-lag', 'consumer:webhook-ingest');
     expect(await raisedSince('consumer-lag', 'consumer:webhook-ingest', since)).toBe(1);
+  }, 60_000);
+
+  it('raises an ingest backlog while stored webhooks wait with webhook-ingest down, and resolves once it has processed them', async () => {
+    const since = new Date();
+    await ingest.stop();
+    // What a replica stored and answered just before it went away.
+    await db.query(
+      `INSERT INTO event_logs (id, source, path, headers, raw_body, verified)
+       SELECT gen_random_uuid(), 'sandbox', '/api/webhooks/sandbox/x', '{}', '{"type":"delivered"}', true FROM generate_series(1, 3)`,
+    );
+    await firing('ingest-backlog', 'system');
+    ingest = await startService('webhook-ingest', ingestEnv(), { port: ingest.port });
+    await resolved('ingest-backlog', 'system');
+    expect(await raisedSince('ingest-backlog', 'system', since)).toBe(1);
+    const { rows } = await db.query(`SELECT count(*)::int AS n FROM event_logs WHERE status = 'received'`);
+    expect(rows[0].n).toBe(0);
   }, 60_000);
 
   it('keeps at most one firing alert per kind and subject', async () => {

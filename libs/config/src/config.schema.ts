@@ -113,6 +113,7 @@ export const configShape = {
   MONITOR_UNMATCHED_MIN_EVENTS: positiveInt.default(20),
   MONITOR_RELAY_LAG_EVENTS: positiveInt.default(10_000),
   MONITOR_CONSUMER_LAG_EVENTS: positiveInt.default(10_000),
+  MONITOR_INGEST_BACKLOG_MS: positiveInt.default(60_000),
   MONITOR_ALERT_WEBHOOK_URL: z
     .string()
     .regex(/^https?:\/\//, 'an http(s) URL')

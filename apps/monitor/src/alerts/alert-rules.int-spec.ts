@@ -4,7 +4,7 @@ import { uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { createTestEnvironment, TestEnvironment } from '@edm/testing';
 import { diagnoseTask } from '@edm/workflows';
-import { busLag, serviceHealth, taskProgress, unmatchedRatio } from './alert-rules';
+import { busLag, ingestBacklog, serviceHealth, taskProgress, unmatchedRatio } from './alert-rules';
 
 /** The rules' queries against a real database, with the conditions written directly into the tables. */
 describe('alert rules (Postgres)', () => {
@@ -57,6 +57,7 @@ describe('alert rules (Postgres)', () => {
       MONITOR_UNMATCHED_RATIO: '0.5',
       MONITOR_RELAY_LAG_EVENTS: '2',
       MONITOR_CONSUMER_LAG_EVENTS: '100',
+      MONITOR_INGEST_BACKLOG_MS: '60000',
     });
     db = createDataSource({ url: env.databaseUrl, poolSize: 2, applicationName: 'test' });
     await db.initialize();
@@ -121,6 +122,26 @@ describe('alert rules (Postgres)', () => {
     expect((await run(unmatchedRatio)).map((c) => c.kind)).toEqual(['webhook-unmatched-ratio']);
     await insert('matched', 2);
     expect(await run(unmatchedRatio)).toEqual([]);
+  });
+
+  it('raises an ingest backlog for stored webhooks left unprocessed too long, and only for those', async () => {
+    const stored = (status: string, age: string) =>
+      db.query(
+        `INSERT INTO event_logs (id, received_at, source, path, headers, raw_body, verified, status)
+         VALUES ($1, now() - $2::interval, 'sandbox', '/', '{}', '{}', true, $3)`,
+        [uuidv7(), age, status],
+      );
+    await stored('received', '5 seconds');
+    await stored('processed', '10 minutes');
+    await stored('invalid', '10 minutes');
+    expect(await run(ingestBacklog)).toEqual([]);
+    await stored('received', '2 minutes');
+    await stored('received', '90 seconds');
+    const [backlog] = await run(ingestBacklog);
+    expect(backlog).toMatchObject({ kind: 'ingest-backlog', subject: 'system', severity: 'critical' });
+    expect(backlog.details.waiting).toBe(2);
+    await db.query(`UPDATE event_logs SET status = 'processed' WHERE status = 'received'`);
+    expect(await run(ingestBacklog)).toEqual([]);
   });
 
   it('measures relay lag from the events table and the checkpoint, and consumer lag per consumer', async () => {

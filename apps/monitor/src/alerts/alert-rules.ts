@@ -231,6 +231,30 @@ export const busLag: Rule = async ({ tx, config, consumerLag }) => {
   return out;
 };
 
+/**
+ * Stored webhooks that processing has not taken up in time: the raw requests are safe, but their
+ * effects on sub-tasks and contacts are late, and providers' webhooks look silent to the rules
+ * that read them. Served by the partial index on `received` rows.
+ */
+export const ingestBacklog: Rule = async ({ tx, config }) => {
+  const [r]: { n: number; oldest: Date | null }[] = await tx.query(
+    `SELECT count(*)::int AS n, min(received_at) AS oldest FROM event_logs
+      WHERE status = 'received' AND received_at < now() - make_interval(secs => $1::float8 / 1000)`,
+    [config.MONITOR_INGEST_BACKLOG_MS],
+  );
+  if (r.n === 0 || !r.oldest) return [];
+  return [
+    {
+      kind: 'ingest-backlog',
+      subject: 'system',
+      accountId: null,
+      severity: 'critical',
+      message: `${r.n} stored webhooks not processed after ${Math.round(config.MONITOR_INGEST_BACKLOG_MS / 1_000)} s (oldest received ${r.oldest.toISOString()}): is webhook-ingest running, and is its processing failing?`,
+      details: { waiting: r.n, oldestReceivedAt: r.oldest },
+    },
+  ];
+};
+
 export const RULES: readonly Rule[] = [
   stuckSubTasks,
   webhookSilence,
@@ -238,4 +262,5 @@ export const RULES: readonly Rule[] = [
   taskProgress,
   unmatchedRatio,
   busLag,
+  ingestBacklog,
 ];
