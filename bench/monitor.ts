@@ -29,6 +29,7 @@ const THRESHOLDS = {
   unmatchedAge: 3_000,
   relayLag: 200,
   consumerLag: 200,
+  ingestBacklog: 5_000,
 };
 const GOAL_S = 60;
 
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
       MONITOR_SERVICE_FAILURES: String(THRESHOLDS.failures),
       MONITOR_RELAY_LAG_EVENTS: String(THRESHOLDS.relayLag),
       MONITOR_CONSUMER_LAG_EVENTS: String(THRESHOLDS.consumerLag),
+      MONITOR_INGEST_BACKLOG_MS: String(THRESHOLDS.ingestBacklog),
     });
     processes.push(api, ingest, monitor);
     await db.connect();
@@ -320,8 +322,28 @@ async function main(): Promise<void> {
         ) > THRESHOLDS.relayLag,
     );
     await nats.start();
+    await measure(
+      'ingest-backlog',
+      'system',
+      `${THRESHOLDS.ingestBacklog} ms`,
+      async () => {
+        // Stored and answered by webhook-ingest just before it went away.
+        await ingest.stop();
+        await db.query(
+          `INSERT INTO event_logs (id, source, path, headers, raw_body, verified)
+           SELECT gen_random_uuid(), 'sandbox', '/api/webhooks/sandbox/x', '{}', '{"type":"delivered"}', true FROM generate_series(1, 3)`,
+        );
+      },
+      async () =>
+        (
+          await db.query(
+            `SELECT 1 FROM event_logs WHERE status = 'received' AND received_at < clock_timestamp() - make_interval(secs => $1::float8 / 1000)`,
+            [THRESHOLDS.ingestBacklog],
+          )
+        ).rowCount! > 0,
+    );
     log(
-      `monitor interval: default (15 s); thresholds shortened: stuck ${THRESHOLDS.stuck} ms, webhook grace ${THRESHOLDS.grace} ms, stall ${THRESHOLDS.stall} ms, unmatched age ${THRESHOLDS.unmatchedAge} ms, relay lag ${THRESHOLDS.relayLag} events, consumer lag ${THRESHOLDS.consumerLag} events`,
+      `monitor interval: default (15 s); thresholds shortened: stuck ${THRESHOLDS.stuck} ms, webhook grace ${THRESHOLDS.grace} ms, stall ${THRESHOLDS.stall} ms, unmatched age ${THRESHOLDS.unmatchedAge} ms, relay lag ${THRESHOLDS.relayLag} events, consumer lag ${THRESHOLDS.consumerLag} events, ingest backlog ${THRESHOLDS.ingestBacklog} ms`,
     );
     printTable(['rule', 'threshold', 'detected after threshold', 'goal', ''], rows);
   } finally {
