@@ -23,7 +23,6 @@ export interface DispatchService {
 export interface LeasedSubTask {
   id: string;
   taskId: string;
-  contactId: string | null;
   email: string;
   trackingId: string;
   attempt: number;
@@ -35,7 +34,6 @@ export interface LeasedSubTask {
 
 /** What every mail of a task says, before the contact's values are put in. */
 export interface TaskContent {
-  id: string;
   subject: string;
   html: string | null;
   text: string | null;
@@ -149,7 +147,7 @@ export async function leaseSubTasks(
               attempts = s.attempts + 1, version = s.version + 2, updated_at = now()
          FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
         WHERE s.id = picked.id
-      RETURNING s.id, s.task_id AS "taskId", s.contact_id AS "contactId", s.email, s.tracking_id AS "trackingId",
+      RETURNING s.id, s.task_id AS "taskId", s.email, s.tracking_id AS "trackingId",
                 s.attempts AS attempt, s.version, s.lease_expires_at AS "leaseExpiresAt",
                 c.name AS "contactName", c.attributes`,
       [service.id, service.accountId, request.owner, request.leaseMs, room.allowed],
@@ -182,7 +180,7 @@ export async function leaseSubTasks(
     meta,
     { alreadyProjected: true },
   );
-  const [content]: TaskContent[] = await tx.query(`SELECT id, subject, html, text FROM tasks WHERE id = $1`, [
+  const [content]: TaskContent[] = await tx.query(`SELECT subject, html, text FROM tasks WHERE id = $1`, [
     leased[0].taskId,
   ]);
   // Last: every service's leases of this task update its row, which stays locked until commit.
