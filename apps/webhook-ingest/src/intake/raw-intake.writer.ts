@@ -28,6 +28,8 @@ const MAX_BATCH = 500;
  */
 @Injectable()
 export class RawIntakeWriter {
+  /** Requests committed since start. */
+  stored = 0;
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
@@ -63,6 +65,7 @@ export class RawIntakeWriter {
       try {
         await this.insert(batch.map((w) => w.row));
         this.batchSize.observe(batch.length);
+        this.stored += batch.length;
         batch.forEach((w) => w.resolve());
       } catch (error) {
         if (batch.length === 1) {

@@ -1,5 +1,4 @@
 import { EntityManager } from 'typeorm';
-import { SubTaskStatus } from '@edm/events';
 
 export interface MailEventClues {
   trackingId: string | null;
@@ -27,77 +26,137 @@ interface Strategy {
     | 'message-id-header'
     | 'task-and-recipient'
     | 'recipient-service-window';
-  /** null: this event carries no clue for the strategy. */
-  query(clues: MailEventClues, windowMs: number): { sql: string; params: unknown[] } | null;
+  /** The event's clue for this strategy, as the values of `columns`; null: it carries none. */
+  clue(clues: MailEventClues, windowMs: number): Record<string, unknown> | null;
+  /** The clue's columns, as `jsonb_to_recordset` reads them (`c.<name>` in `where`). */
+  columns: string;
+  /** Which sub-tasks fit the clue `c`. */
+  where: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** Matches stay inside the service's account when it is known. */
-const ACCOUNT = `($ACCOUNT::uuid IS NULL OR account_id = $ACCOUNT::uuid)`;
 
 /**
- * The five strategies of SPEC 3.3, in order. Each is one query served by an index (no substring
- * scans), and each runs in its own savepoint: an error in one is counted and the next still runs.
+ * The five strategies of SPEC 3.3, in order. Each is one lookup per event served by an index (no
+ * substring scans), made for a whole batch of events in one statement, and each runs in its own
+ * savepoint: an error in one is counted and the next still runs.
  */
 export const STRATEGIES: readonly Strategy[] = [
   {
     name: 'tracking-id',
-    query: (c) =>
-      c.trackingId
-        ? {
-            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`,
-            params: [c.trackingId],
-          }
-        : null,
+    clue: (c) => (c.trackingId ? { tracking: c.trackingId } : null),
+    columns: 'tracking text',
+    where: 'tracking_id = c.tracking',
   },
   {
     name: 'provider-message-id',
-    query: (c) =>
-      c.providerMessageIds.length
-        ? {
-            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE provider_message_id = ANY($1::text[]) AND ($2::text IS NULL OR email = $2) AND ${ACCOUNT}`,
-            params: [c.providerMessageIds, c.recipient],
-          }
-        : null,
+    clue: (c) => (c.providerMessageIds.length ? { ids: c.providerMessageIds, recipient: c.recipient } : null),
+    columns: 'ids text[], recipient text',
+    where: 'provider_message_id = ANY (c.ids) AND (c.recipient IS NULL OR email = c.recipient)',
   },
   {
     // Our own Message-ID is <trackingId@domain>: an echo of it in the event's headers names the sub-task.
     name: 'message-id-header',
-    query: (c) => {
+    clue: (c) => {
       const local = c.headerMessageId?.replace(/^<|>$/g, '').split('@')[0];
-      return local
-        ? {
-            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE tracking_id = $1 AND ${ACCOUNT}`,
-            params: [local],
-          }
-        : null;
+      return local ? { tracking: local } : null;
     },
+    columns: 'tracking text',
+    where: 'tracking_id = c.tracking',
   },
   {
     name: 'task-and-recipient',
-    query: (c) =>
-      c.taskId && UUID.test(c.taskId) && c.recipient
-        ? {
-            sql: `SELECT id, task_id, service_id FROM sub_tasks WHERE task_id = $1::uuid AND email = $2 AND ${ACCOUNT}`,
-            params: [c.taskId, c.recipient],
-          }
-        : null,
+    clue: (c) =>
+      c.taskId && UUID.test(c.taskId) && c.recipient ? { task: c.taskId, recipient: c.recipient } : null,
+    columns: 'task uuid, recipient text',
+    where: 'task_id = c.task AND email = c.recipient',
   },
   {
     // The weakest clue: accepted only when exactly one sub-task fits.
     name: 'recipient-service-window',
-    query: (c, windowMs) =>
-      c.recipient && c.serviceId
+    clue: (c, windowMs) =>
+      c.recipient && c.serviceId && !Number.isNaN(c.occurredAt.getTime())
         ? {
-            sql: `SELECT id, task_id, service_id FROM sub_tasks
-                   WHERE email = $1 AND service_id = $2 AND sent_at BETWEEN $3::timestamptz - make_interval(secs => $4::float8 / 1000) AND $3::timestamptz
-                     AND ${ACCOUNT}`,
-            params: [c.recipient, c.serviceId, c.occurredAt, windowMs],
+            recipient: c.recipient,
+            service: c.serviceId,
+            since: new Date(c.occurredAt.getTime() - windowMs).toISOString(),
+            until: c.occurredAt.toISOString(),
           }
         : null,
+    columns: 'recipient text, service uuid, since timestamptz, until timestamptz',
+    where: 'email = c.recipient AND service_id = c.service AND sent_at BETWEEN c.since AND c.until',
   },
 ];
 
+/**
+ * A strategy's lookup for a batch: `$1` is a JSON array of the events' clues, each with its `key`
+ * and `account`; at most two fitting sub-tasks per event come back, keyed.
+ */
+export const strategyStatement = (strategy: Strategy): string =>
+  `SELECT c.key, s.id, s.task_id, s.service_id
+     FROM jsonb_to_recordset($1::jsonb) AS c(key text, account uuid, ${strategy.columns})
+    CROSS JOIN LATERAL (
+      SELECT id, task_id, service_id FROM sub_tasks
+       WHERE ${strategy.where} AND (c.account IS NULL OR account_id = c.account)
+       LIMIT 2) s`;
+
+/**
+ * Matches a batch of events, each to the one sub-task its first conclusive clue names: the
+ * strategies in order, each in one statement for every event it has a clue for and that no
+ * earlier one matched. A match needs exactly one fitting sub-task, inside the event's account when
+ * that is known. A strategy that fails is reported (with the keys it was looking for) and the
+ * next one still runs. Events nothing matched are absent from the result.
+ */
+export async function correlateAll(
+  tx: EntityManager,
+  events: readonly { key: string; clues: MailEventClues }[],
+  windowMs: number,
+  onError: (strategy: string, error: unknown, keys: string[]) => void,
+  strategies: readonly Strategy[] = STRATEGIES,
+): Promise<Map<string, Correlation>> {
+  const matches = new Map<string, Correlation>();
+  for (const strategy of strategies) {
+    // An event seen twice in a batch (same key) is asked for once: its two rows would read as
+    // two fitting sub-tasks.
+    const keys = new Set<string>();
+    const asked = events.flatMap(({ key, clues }) => {
+      if (matches.has(key) || keys.has(key)) return [];
+      const clue = strategy.clue(clues, windowMs);
+      if (!clue) return [];
+      keys.add(key);
+      return [{ ...clue, key, account: clues.accountId }];
+    });
+    if (asked.length === 0) continue;
+    await tx.query('SAVEPOINT correlate');
+    try {
+      const rows: { key: string; id: string; task_id: string; service_id: string | null }[] = await tx.query(
+        strategyStatement(strategy),
+        [JSON.stringify(asked)],
+      );
+      await tx.query('RELEASE SAVEPOINT correlate');
+      const found = new Map<string, typeof rows>();
+      for (const row of rows) found.set(row.key, [...(found.get(row.key) ?? []), row]);
+      for (const [key, fits] of found)
+        if (fits.length === 1)
+          matches.set(key, {
+            subTaskId: fits[0].id,
+            taskId: fits[0].task_id,
+            serviceId: fits[0].service_id,
+            strategy: strategy.name,
+          });
+    } catch (error) {
+      await tx.query('ROLLBACK TO SAVEPOINT correlate');
+      onError(
+        strategy.name,
+        error,
+        asked.map((a) => a.key),
+      );
+    }
+  }
+  return matches;
+}
+
+/** One event's match, by the same strategies and rule as `correlateAll`. */
 export async function correlate(
   tx: EntityManager,
   clues: MailEventClues,
@@ -105,73 +164,6 @@ export async function correlate(
   onError: (strategy: string, error: unknown) => void,
   strategies: readonly Strategy[] = STRATEGIES,
 ): Promise<Correlation | null> {
-  for (const strategy of strategies) {
-    const q = strategy.query(clues, windowMs);
-    if (!q) continue;
-    const sql = q.sql.replace(/\$ACCOUNT/g, `$${q.params.length + 1}`);
-    await tx.query('SAVEPOINT correlate');
-    try {
-      const rows: { id: string; task_id: string; service_id: string | null }[] = await tx.query(
-        `${sql} LIMIT 2`,
-        [...q.params, clues.accountId],
-      );
-      await tx.query('RELEASE SAVEPOINT correlate');
-      if (rows.length === 1)
-        return {
-          subTaskId: rows[0].id,
-          taskId: rows[0].task_id,
-          serviceId: rows[0].service_id,
-          strategy: strategy.name,
-        };
-    } catch (error) {
-      await tx.query('ROLLBACK TO SAVEPOINT correlate');
-      onError(strategy.name, error);
-    }
-  }
-  return null;
-}
-
-/** A sub-task as the batch path locks it: enough to match an event and to move the sub-task. */
-export interface LockedSubTask {
-  id: string;
-  task_id: string;
-  service_id: string | null;
-  account_id: string;
-  tracking_id: string;
-  contact_id: string | null;
-  status: SubTaskStatus;
-  version: number;
-}
-
-/**
- * The first strategy for a whole batch in one query, by the same rule: exactly one sub-task
- * carries the tracking id, inside the event's account when that is known. The sub-tasks are
- * locked (in id order) and returned, so that applying the events needs no second look. Matches
- * are keyed by the caller's key; events it cannot match are simply absent.
- */
-export async function correlateByTrackingId(
-  tx: EntityManager,
-  events: readonly { key: string; trackingId: string; accountId: string | null }[],
-): Promise<{ matches: Map<string, Correlation>; subTasks: Map<string, LockedSubTask> }> {
-  const matches = new Map<string, Correlation>();
-  if (events.length === 0) return { matches, subTasks: new Map() };
-  const rows: LockedSubTask[] = await tx.query(
-    `SELECT id, task_id, service_id, account_id, tracking_id, contact_id, status, version
-       FROM sub_tasks WHERE tracking_id = ANY ($1::text[]) ORDER BY id FOR UPDATE`,
-    [[...new Set(events.map((e) => e.trackingId))]],
-  );
-  for (const event of events) {
-    const fits = rows.filter(
-      (r) =>
-        r.tracking_id === event.trackingId && (event.accountId === null || r.account_id === event.accountId),
-    );
-    if (fits.length === 1)
-      matches.set(event.key, {
-        subTaskId: fits[0].id,
-        taskId: fits[0].task_id,
-        serviceId: fits[0].service_id,
-        strategy: 'tracking-id',
-      });
-  }
-  return { matches, subTasks: new Map(rows.map((r) => [r.id, r])) };
+  const matches = await correlateAll(tx, [{ key: '', clues }], windowMs, onError, strategies);
+  return matches.get('') ?? null;
 }

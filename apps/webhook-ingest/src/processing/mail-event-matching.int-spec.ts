@@ -7,7 +7,13 @@ import { EventBusSubscriber } from '@edm/platform';
 import { allProjections } from '@edm/read-models';
 import { createTestEnvironment, TestEnvironment } from '@edm/testing';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
-import { correlate, correlateByTrackingId, MailEventClues, STRATEGIES } from './correlate-mail-event';
+import {
+  correlate,
+  correlateAll,
+  MailEventClues,
+  STRATEGIES,
+  strategyStatement,
+} from './correlate-mail-event';
 import { MailEventProcessor } from './mail-event.processor';
 
 /** Correlation and matching against a real database, one clue at a time. */
@@ -55,6 +61,59 @@ describe('mail event matching (Postgres)', () => {
     );
     return s;
   };
+  /** A sent sub-task of its own, for the tests that move sub-tasks. */
+  const sentSubTask = async (task: string, email: string, pmid: string | null = null) => {
+    const s = subTask(task, email);
+    await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, provider_message_id, sent_at, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, now(), now())`,
+      [s.id, task, account, email, service, s.tracking, pmid, sentAt],
+    );
+    return s;
+  };
+  /** A parsed `delivered` event waiting to be matched, with only the clues given; returns its id. */
+  const pendingEvent = async (
+    dedupeKey: string,
+    clues: { pmids?: string[]; recipient?: string; taskId?: string; headerMessageId?: string },
+    receivedMsAgo = 0,
+  ) => {
+    const [logId, id] = [uuidv7(), uuidv7()];
+    await db.query(
+      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified, status)
+       VALUES ($1, 'sandbox', $2, '/x', '{}', '{}', false, 'processed')`,
+      [logId, service],
+    );
+    await db.query(
+      `INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at,
+                                recipient, provider_message_ids, task_id, header_message_id, received_at)
+       VALUES ($1, $2, 'sandbox', $3, $4, $5, 'delivered', 'delivered', now(), $6, $7, $8, $9,
+               now() - make_interval(secs => $10::float8 / 1000))`,
+      [
+        id,
+        logId,
+        service,
+        account,
+        dedupeKey,
+        clues.recipient ?? null,
+        clues.pmids ?? [],
+        clues.taskId ?? null,
+        clues.headerMessageId ?? null,
+        receivedMsAgo,
+      ],
+    );
+    return id;
+  };
+  const mailEvent = async (id: string) =>
+    (
+      await db.query(
+        `SELECT match_status, match_strategy, sub_task_id, match_attempts, next_match_at > now() AS backed_off
+           FROM mail_events WHERE id = $1`,
+        [id],
+      )
+    )[0];
+  const statusOf = async (id: string) =>
+    (await db.query(`SELECT status FROM sub_tasks WHERE id = $1`, [id]))[0].status;
+
   /** A sandbox request as intake stores it; returns its event log id. */
   const storeSandboxRequest = async (events: Record<string, unknown>[]) => {
     const logId = uuidv7();
@@ -125,25 +184,25 @@ describe('mail event matching (Postgres)', () => {
     expect(await run({ trackingId: a.tracking })).toMatchObject({ subTaskId: a.id, strategy: 'tracking-id' });
   });
 
-  it('matches a batch by tracking id in one query, by the same rule as the strategy, and locks what it read', async () => {
-    const { matches, subTasks } = await db.transaction((tx) =>
-      correlateByTrackingId(tx, [
-        { key: 'mine', trackingId: a.tracking, accountId: account },
-        { key: 'unscoped', trackingId: b.tracking, accountId: null },
-        { key: 'foreign', trackingId: c.tracking, accountId: otherAccount },
-        { key: 'unknown', trackingId: 'no-such-tracking-id', accountId: account },
-      ]),
+  it('matches a batch by tracking id in one statement, by the same rule as the strategy', async () => {
+    const matches = await db.transaction((tx) =>
+      correlateAll(
+        tx,
+        [
+          { key: 'mine', clues: clues({ trackingId: a.tracking }) },
+          { key: 'unscoped', clues: clues({ trackingId: b.tracking, accountId: null }) },
+          { key: 'foreign', clues: clues({ trackingId: c.tracking, accountId: otherAccount }) },
+          { key: 'unknown', clues: clues({ trackingId: 'no-such-tracking-id' }) },
+          // The same event twice in a batch is still one match, not two fitting sub-tasks.
+          { key: 'mine', clues: clues({ trackingId: a.tracking }) },
+        ],
+        86_400_000,
+        () => undefined,
+      ),
     );
     expect(Object.fromEntries(matches)).toEqual({
       mine: { subTaskId: a.id, taskId: taskA, serviceId: service, strategy: 'tracking-id' },
       unscoped: { subTaskId: b.id, taskId: taskB, serviceId: service, strategy: 'tracking-id' },
-    });
-    // Every sub-task carrying one of the ids, in or out of the account, with what applying needs.
-    expect([...subTasks.keys()].sort()).toEqual([a.id, b.id, c.id].sort());
-    expect(subTasks.get(a.id)).toMatchObject({
-      task_id: taskA,
-      status: expect.any(String),
-      version: expect.any(Number),
     });
   });
 
@@ -185,11 +244,32 @@ describe('mail event matching (Postgres)', () => {
     expect(await run({ trackingId: a.tracking, accountId: otherAccount })).toBeNull();
   });
 
+  it('serves every strategy by an index', async () => {
+    for (const strategy of STRATEGIES) {
+      const plan = await db.transaction(async (tx) => {
+        // On these few rows a sequential scan would be cheaper: forbidding it shows whether an
+        // index can serve the lookup at all.
+        await tx.query('SET LOCAL enable_seqscan = off');
+        const rows: { 'QUERY PLAN': string }[] = await tx.query(`EXPLAIN ${strategyStatement(strategy)}`, [
+          '[]',
+        ]);
+        return rows.map((row) => row['QUERY PLAN']).join('\n');
+      });
+      expect({ strategy: strategy.name, plan }).toEqual({
+        strategy: strategy.name,
+        plan: expect.stringMatching(/(Index (Only )?Scan using |Bitmap Index Scan on )sub_tasks_\w+/),
+      });
+      expect(plan).not.toMatch(/Seq Scan on sub_tasks/);
+    }
+  });
+
   it('runs the next strategy when one fails', async () => {
     const errors: string[] = [];
     const broken = {
       name: 'tracking-id' as const,
-      query: () => ({ sql: 'SELECT nonsense FROM nowhere', params: [] }),
+      clue: () => ({ tracking: a.tracking }),
+      columns: 'tracking text',
+      where: 'nonsense = c.tracking',
     };
     const match = await run(
       { trackingId: a.tracking, taskId: taskA, recipient: 'ann@example.com' },
@@ -198,6 +278,116 @@ describe('mail event matching (Postgres)', () => {
     );
     expect(errors).toEqual(['tracking-id']);
     expect(match).toMatchObject({ subTaskId: a.id, strategy: 'task-and-recipient' });
+  });
+
+  it('runs every strategy for a whole batch, each failing one reported once with the events it was for', async () => {
+    const errors: { strategy: string; keys: string[] }[] = [];
+    const broken = {
+      name: 'tracking-id' as const,
+      clue: (c: MailEventClues) => (c.trackingId ? { tracking: c.trackingId } : null),
+      columns: 'tracking text',
+      where: 'nonsense = c.tracking',
+    };
+    const matches = await db.transaction((tx) =>
+      correlateAll(
+        tx,
+        [
+          {
+            key: 'by-task',
+            clues: clues({ trackingId: a.tracking, taskId: taskA, recipient: 'ann@example.com' }),
+          },
+          { key: 'by-pmid', clues: clues({ trackingId: b.tracking, providerMessageIds: ['pm-ann-2'] }) },
+          { key: 'by-header', clues: clues({ headerMessageId: `<${c.tracking}@mail.example.com>` }) },
+          { key: 'ambiguous', clues: clues({ recipient: 'ann@example.com', serviceId: service }) },
+          { key: 'foreign', clues: clues({ providerMessageIds: ['pm-ann-1'], accountId: otherAccount }) },
+        ],
+        86_400_000,
+        (strategy, _error, keys) => errors.push({ strategy, keys }),
+        [broken, ...STRATEGIES.slice(1)],
+      ),
+    );
+    expect(errors).toEqual([{ strategy: 'tracking-id', keys: ['by-task', 'by-pmid'] }]);
+    expect(Object.fromEntries([...matches].map(([key, m]) => [key, [m.subTaskId, m.strategy]]))).toEqual({
+      'by-task': [a.id, 'task-and-recipient'],
+      'by-pmid': [b.id, 'provider-message-id'],
+      'by-header': [c.id, 'message-id-header'],
+    });
+  });
+
+  it('settles a due batch at once: each event by its own first conclusive strategy, the rest backed off or, past the age, unmatched', async () => {
+    const s1 = await sentSubTask(taskA, 'bulk1@example.com', 'pm-bulk-1');
+    const s2 = await sentSubTask(taskA, 'bulk2@example.com');
+    const s3 = await sentSubTask(taskB, 'bulk3@example.com');
+    const s4 = await sentSubTask(taskA, 'bulk4@example.com');
+    const ids = {
+      pmid: await pendingEvent('bulk-pmid', { pmids: ['pm-bulk-1'] }),
+      header: await pendingEvent('bulk-header', { headerMessageId: `<${s2.tracking}@mail.example.com>` }),
+      task: await pendingEvent('bulk-task', { taskId: taskB, recipient: s3.email }),
+      window: await pendingEvent('bulk-window', { recipient: s4.email }),
+      young: await pendingEvent('bulk-young', { pmids: ['pm-bulk-none'], recipient: 'none@example.com' }),
+      old: await pendingEvent('bulk-old', { recipient: 'none@example.com' }, 86_400_000),
+    };
+    await processor.drain();
+    const expected: [string, string, string][] = [
+      [ids.pmid, 'provider-message-id', s1.id],
+      [ids.header, 'message-id-header', s2.id],
+      [ids.task, 'task-and-recipient', s3.id],
+      [ids.window, 'recipient-service-window', s4.id],
+    ];
+    for (const [id, strategy, subTaskId] of expected)
+      expect(await mailEvent(id)).toMatchObject({
+        match_status: 'matched',
+        match_strategy: strategy,
+        sub_task_id: subTaskId,
+      });
+    expect(await mailEvent(ids.young)).toMatchObject({
+      match_status: 'pending',
+      match_attempts: 1,
+      backed_off: true,
+    });
+    expect(await mailEvent(ids.old)).toMatchObject({ match_status: 'unmatched', match_attempts: 1 });
+    for (const s of [s1, s2, s3, s4]) expect(await statusOf(s.id)).toBe('delivered');
+    const recorded = await db.query(
+      `SELECT data->>'mailEventId' AS id, data->>'matchStatus' AS status FROM events
+        WHERE type = 'MailEventRecorded' AND data->>'mailEventId' = ANY ($1::text[]) ORDER BY 1`,
+      [Object.values(ids)],
+    );
+    expect(recorded).toEqual(
+      [
+        ...[ids.pmid, ids.header, ids.task, ids.window].map((id) => ({ id, status: 'matched' })),
+        { id: ids.old, status: 'unmatched' },
+      ].sort((x, y) => x.id.localeCompare(y.id)),
+    );
+  });
+
+  it('falls back to event by event when the batch fails: the event that cannot be applied is backed off, the others settle', async () => {
+    const good = await sentSubTask(taskA, 'good@example.com', 'pm-good');
+    const poisoned = await sentSubTask(taskA, 'poisoned@example.com', 'pm-poisoned');
+    await db.query(`
+      CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.dedupe_key = 'poison' AND NEW.match_status = 'matched' THEN RAISE EXCEPTION 'poisoned event'; END IF;
+        RETURN NEW;
+      END $$`);
+    await db.query(
+      `CREATE TRIGGER refuse_poison BEFORE UPDATE ON mail_events FOR EACH ROW EXECUTE FUNCTION refuse_poison()`,
+    );
+    try {
+      const goodId = await pendingEvent('fine', { pmids: ['pm-good'] });
+      const poisonId = await pendingEvent('poison', { pmids: ['pm-poisoned'] });
+      await processor.drain();
+      expect(await mailEvent(goodId)).toMatchObject({ match_status: 'matched', sub_task_id: good.id });
+      expect(await statusOf(good.id)).toBe('delivered');
+      expect(await mailEvent(poisonId)).toMatchObject({
+        match_status: 'pending',
+        match_attempts: 1,
+        backed_off: true,
+      });
+      expect(await statusOf(poisoned.id)).toBe('sent');
+    } finally {
+      await db.query(`DROP TRIGGER refuse_poison ON mail_events`);
+      await db.query(`DROP FUNCTION refuse_poison()`);
+    }
   });
 
   it('retries an event that outran the send until the send is recorded, then applies it once', async () => {
@@ -220,7 +410,7 @@ describe('mail event matching (Postgres)', () => {
         )
       )[0];
     expect(await state()).toMatchObject({ match_status: 'pending', sub_task_id: null });
-    // Backed off: the schedule would look again in a second at the earliest.
+    // Backed off: the schedule would look again in ten seconds at the earliest.
     const due = async () =>
       (
         await db.query(`SELECT next_match_at <= now() AS due FROM mail_events WHERE event_log_id = $1`, [
@@ -264,7 +454,7 @@ describe('mail event matching (Postgres)', () => {
     const released = await unsentSubTask('released@example.com', 'pending');
     const event = { messageId: 'pm-released', email: released.email, timestamp: Date.now() };
     const logId = await storeSandboxRequest([
-      // Found by the batch path (tracking id), and by matchOne (task and recipient).
+      // Found by the batch path (tracking id), and by the other strategies (task and recipient).
       { ...event, eventId: 'e-released-1', type: 'delivered', trackingId: released.tracking },
       { ...event, eventId: 'e-released-2', type: 'open', taskId: taskA },
     ]);

@@ -6,11 +6,11 @@ import { EventMetadata, newEvent } from '@edm/events';
 import { EventStore, StreamAppend, uuidv7 } from '@edm/event-store';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { EventBusSubscriber } from '@edm/platform';
-import { isWebhookProvider, ParseWebhookResult, parseWebhook } from '@edm/providers';
+import { isWebhookProvider, ParsedMailEvent, ParseWebhookResult, parseWebhook } from '@edm/providers';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
 import { parseTrackingHit } from '../tracking/tracking-hit';
 import { applyMailEvents, SubTaskState } from './apply-mail-event';
-import { correlate, correlateByTrackingId, Correlation } from './correlate-mail-event';
+import { correlateAll, Correlation, MailEventClues } from './correlate-mail-event';
 
 interface StoredRequest {
   id: string;
@@ -75,6 +75,31 @@ const SERVICE_ACCOUNTS_KEPT = 10_000;
 const accountOf = (accounts: ReadonlyMap<string, string>, serviceId: string | null) =>
   serviceId ? (accounts.get(serviceId) ?? null) : null;
 
+/**
+ * When an event nothing matched is looked at again, after `attempts` looks: from 10 s, doubling,
+ * up to five minutes. A recorded send makes the events that may be its own due at once
+ * (`rematchSent`), so the schedule is only the net under that, and a flood of events for mail we
+ * never sent (another sender on the same provider account) costs a few looks each, not dozens.
+ */
+const retryDelayMs = (attempts: number) => Math.min(300_000, 10_000 * 2 ** Math.min(attempts, 5));
+
+/** Every form of the provider's message id an event carries, each once. */
+const messageIdsOf = (event: ParsedMailEvent): string[] => [
+  ...new Set([event.providerMessageId, ...event.messageIdCandidates].filter((id): id is string => !!id)),
+];
+
+/** What a stored event offers the correlation strategies. */
+const cluesOf = (event: PendingMailEvent): MailEventClues => ({
+  trackingId: event.tracking_id,
+  providerMessageIds: event.provider_message_ids,
+  headerMessageId: event.header_message_id,
+  taskId: event.task_id,
+  recipient: event.recipient,
+  serviceId: event.service_id,
+  accountId: event.account_id,
+  occurredAt: event.occurred_at,
+});
+
 /** Rows a worker claims at once: small, so that concurrent workers share a burst. */
 const BATCH = 50;
 
@@ -88,6 +113,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   private running = false;
   private loops: Promise<void>[] = [];
   private readonly sleepers = new Set<() => void>();
+  private readonly stopping = new Set<() => void>();
   private missedWakes = 0;
   /** Sub-tasks whose send was recorded since the last re-look (see rematchSent). */
   private readonly justSent = new Set<string>();
@@ -136,6 +162,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   async beforeApplicationShutdown(): Promise<void> {
     this.running = false;
     this.wake();
+    for (const stop of this.stopping) stop();
     await Promise.all(this.loops);
   }
 
@@ -161,8 +188,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
 
   /**
    * Parses what was stored, then matches what is due: the retries' schedule is polled once per
-   * INGEST_POLL_INTERVAL_MS across the workers, and at once when the common path left events
-   * pending, a send was recorded, or the last look found a full batch.
+   * INGEST_POLL_INTERVAL_MS across the workers, and at once when a send was recorded, the
+   * careful path stored events unmatched, or the last look found a full batch.
    */
   private async pass(matchAnyway: boolean): Promise<{ parsed: number; matched: number }> {
     const parsed = await this.processStored();
@@ -180,6 +207,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   private async run(): Promise<void> {
     while (this.running) {
       let more = false;
+      const started = performance.now();
+      const storedBefore = this.writer.stored;
       try {
         const { parsed, matched } = await this.pass(false);
         // A partial batch took everything there was: what comes next wakes a worker.
@@ -187,6 +216,11 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
+      // Intake first: when intake stored a whole batch while this pass ran, processing is behind
+      // anyway, and the cores are better spent answering providers; it backs off for a multiple
+      // of the pass's own time, and catches up at full speed once intake slows down.
+      if (more && this.writer.stored - storedBefore >= BATCH && this.config.INGEST_YIELD_FACTOR > 0)
+        await this.yieldToIntake((performance.now() - started) * this.config.INGEST_YIELD_FACTOR);
       if (more || !this.running) continue;
       if (this.missedWakes > 0) {
         this.missedWakes -= 1;
@@ -202,6 +236,21 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         this.sleepers.add(done);
       });
     }
+  }
+
+  /** A pause that shutdown cuts short (new work does not: that is what it gives way to). */
+  private yieldToIntake(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.stopping.delete(done);
+        resolve();
+      }, ms);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.stopping.add(done);
+    });
   }
 
   /** Re-looks for the sends recorded so far, one statement at a time, every REMATCH_EVERY_MS at most. */
@@ -259,36 +308,40 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
 
   /**
    * The common case in one transaction: a batch of stored requests is parsed into provider
-   * events, and those carrying our tracking id are matched and applied at once. If anything in
-   * it fails, nothing of it stays, and the careful path takes the batch: request by request,
-   * matching left to `matchDue`.
+   * events, every event is matched by the five strategies (one statement each for the batch),
+   * and the new ones are stored matched and applied at once; those nothing matched yet are stored
+   * pending, backed off. If anything in it fails, nothing of it stays, and the careful path takes
+   * the batch: request by request, matching left to `matchDue`.
    */
   private async processStored(): Promise<number> {
     try {
-      const { taken, matched, leftPending } = await this.dataSource.transaction(async (tx) => {
+      const { taken, matched } = await this.dataSource.transaction(async (tx) => {
         const stored = await this.claimStored(tx);
-        if (stored.length === 0) return { taken: 0, matched: [], leftPending: false };
+        if (stored.length === 0) return { taken: 0, matched: [] };
         const parsed = stored.map((request) => this.parse(request));
-        // Matched before they are stored, so that they are stored matched: the sub-tasks are
-        // locked here, and only the events the INSERT finds new are applied.
         const accounts = await this.accountsOf(tx, stored);
-        const candidates = parsed.flatMap(({ request, result }) =>
+        const events = parsed.flatMap(({ request, result }) =>
           result.kind !== 'events'
             ? []
-            : result.events.flatMap((event) =>
-                event.trackingId
-                  ? [
-                      {
-                        key: event.dedupeKey,
-                        trackingId: event.trackingId,
-                        accountId: accountOf(accounts, request.service_id),
-                      },
-                    ]
-                  : [],
-              ),
+            : result.events.map((event) => ({
+                key: event.dedupeKey,
+                clues: {
+                  trackingId: event.trackingId ?? null,
+                  providerMessageIds: messageIdsOf(event),
+                  headerMessageId: event.headerMessageId ?? null,
+                  taskId: event.taskId ?? null,
+                  recipient: event.recipient ?? null,
+                  serviceId: request.service_id,
+                  accountId: accountOf(accounts, request.service_id),
+                  occurredAt: event.occurredAt,
+                },
+              })),
         );
-        const { matches, subTasks } = await correlateByTrackingId(tx, candidates);
-        // An event whose sub-task awaits its send is stored pending: matchDue makes it wait.
+        // Matched before they are stored, so that they are stored matched: the sub-tasks are
+        // locked here, and only the events the INSERT finds new are applied.
+        const matches = await this.correlate(tx, events);
+        const subTasks = await this.lockSubTasks(tx, matches);
+        // An event whose sub-task awaits its send is stored pending: it waits, as matchDue has it.
         for (const [key, match] of matches)
           if (AWAITING_SEND.has(subTasks.get(match.subTaskId)?.status ?? '')) matches.delete(key);
         const fresh = await this.storeParsed(tx, parsed, accounts, matches);
@@ -297,10 +350,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           return match ? [{ event, match }] : [];
         });
         await this.settleMatched(tx, matched, subTasks);
-        return { taken: stored.length, matched, leftPending: fresh.length > matched.length };
+        return { taken: stored.length, matched };
       });
-      // Events the common path could not settle are for matchDue's strategies, now.
-      if (leftPending) this.matchDueAt = 0;
       this.countMatched(matched);
       return taken;
     } catch (error) {
@@ -399,17 +450,19 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   /**
    * The provider events of a batch of requests in one INSERT (one seen before, by id or body, is
    * dropped by the unique dedupe key; one in `matches`, by its dedupe key, is stored matched),
-   * and every request's outcome, in one statement. Returns the events that are new, as stored.
+   * and every request's outcome, in one statement. With `matches` (the strategies were tried),
+   * an event not in it is stored pending and backed off as after a first attempt; without, it is
+   * stored pending and due at once. Returns the events that are new, as stored.
    */
   private async storeParsed(
     tx: EntityManager,
     parsed: readonly ParsedRequest[],
     accounts: ReadonlyMap<string, string>,
-    matches: ReadonlyMap<string, Correlation> = new Map(),
+    matches?: ReadonlyMap<string, Correlation>,
   ): Promise<StoredMailEvent[]> {
     const rows = parsed.flatMap(({ request, result }) =>
       result.kind === 'events'
-        ? result.events.map((event) => ({ request, event, match: matches.get(event.dedupeKey) }))
+        ? result.events.map((event) => ({ request, event, match: matches?.get(event.dedupeKey) }))
         : [],
     );
     const fresh: StoredMailEvent[] = await tx.query(
@@ -420,11 +473,13 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
        )
        INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient,
                                 provider_message_ids, tracking_id, task_id, header_message_id, url, reason, suppression,
-                                match_status, match_strategy, sub_task_id, matched_task_id, match_attempts)
+                                match_status, match_strategy, sub_task_id, matched_task_id, match_attempts, next_match_at)
        SELECT u.id, u.event_log_id, u.provider, u.service_id, u.account_id, u.dedupe_key, u.type, u.raw_type, u.occurred_at, u.recipient,
               ARRAY(SELECT jsonb_array_elements_text(u.ids::jsonb)), u.tracking_id, u.task_id, u.header_message_id, u.url, u.reason,
               u.suppression, CASE WHEN u.sub_task_id IS NULL THEN 'pending' ELSE 'matched' END, u.strategy, u.sub_task_id,
-              u.matched_task_id, CASE WHEN u.sub_task_id IS NULL THEN 0 ELSE 1 END
+              u.matched_task_id, CASE WHEN u.sub_task_id IS NULL THEN $25::int ELSE 1 END,
+              CASE WHEN u.sub_task_id IS NULL THEN clock_timestamp() + make_interval(secs => $26::float8 / 1000)
+                   ELSE clock_timestamp() END
          FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::timestamptz[],
                      $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::boolean[],
                      $22::text[], $23::uuid[], $24::uuid[])
@@ -453,13 +508,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         rows.map(({ event }) => event.rawType.slice(0, 200)),
         rows.map(({ event }) => (Number.isNaN(event.occurredAt.getTime()) ? new Date() : event.occurredAt)),
         rows.map(({ event }) => event.recipient ?? null),
-        rows.map(({ event }) =>
-          JSON.stringify([
-            ...new Set(
-              [event.providerMessageId, ...event.messageIdCandidates].filter((x): x is string => !!x),
-            ),
-          ]),
-        ),
+        rows.map(({ event }) => JSON.stringify(messageIdsOf(event))),
         rows.map(({ event }) => event.trackingId ?? null),
         rows.map(({ event }) => event.taskId ?? null),
         rows.map(({ event }) => event.headerMessageId ?? null),
@@ -469,6 +518,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         rows.map(({ match }) => match?.strategy ?? null),
         rows.map(({ match }) => match?.subTaskId ?? null),
         rows.map(({ match }) => match?.taskId ?? null),
+        matches ? 1 : 0,
+        matches ? retryDelayMs(0) : 0,
       ],
     );
     const duplicates = new Map<string, number>();
@@ -480,76 +531,41 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   }
 
   private async matchDue(tx: EntityManager): Promise<number> {
+    // statement_timestamp(), not clock_timestamp(): a stable bound ends the index scan at the
+    // first event not yet due, where a volatile one is a filter run over every pending event.
     const due: PendingMailEvent[] = await tx.query(
-      `SELECT ${PENDING_COLUMNS} FROM mail_events WHERE match_status = 'pending' AND next_match_at <= clock_timestamp()
+      `SELECT ${PENDING_COLUMNS} FROM mail_events WHERE match_status = 'pending' AND next_match_at <= statement_timestamp()
         ORDER BY next_match_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
       [BATCH],
     );
-    const settled = await this.matchByTrackingId(tx, due);
+    if (due.length === 0) return 0;
+    await tx.query('SAVEPOINT match_batch');
+    try {
+      const outcome = await this.settleDue(tx, due);
+      await tx.query('RELEASE SAVEPOINT match_batch');
+      this.countSettled(outcome);
+      return due.length;
+    } catch (error) {
+      await tx.query('ROLLBACK TO SAVEPOINT match_batch');
+      this.logger.event('warn', 'batch matching failed; matching event by event', { error: String(error) });
+    }
+    // The careful path: one event that cannot be applied is backed off, the others go on.
     for (const event of due) {
-      if (settled.has(event.id)) continue;
       await tx.query('SAVEPOINT mail_event');
       try {
-        await this.matchOne(tx, event);
+        const outcome = await this.settleDue(tx, [event]);
         await tx.query('RELEASE SAVEPOINT mail_event');
+        this.countSettled(outcome);
       } catch (error) {
         await tx.query('ROLLBACK TO SAVEPOINT mail_event');
         this.logger.event('warn', 'mail event not applied; will retry', {
           mailEventId: event.id,
           error: String(error),
         });
-        await this.retryLater(tx, event);
+        await this.retryLater(tx, [event]);
       }
     }
     return due.length;
-  }
-
-  /**
-   * Events due again, or left by the common path: those carrying our tracking id are settled in
-   * bulk first (in a savepoint: if that fails, every one goes through `matchOne`).
-   */
-  private async matchByTrackingId(tx: EntityManager, due: PendingMailEvent[]): Promise<Set<string>> {
-    if (!due.some((e) => e.tracking_id)) return new Set();
-    await tx.query('SAVEPOINT tracking_id_batch');
-    try {
-      const { matched, waiting } = await this.settleByTrackingId(tx, due);
-      await tx.query('RELEASE SAVEPOINT tracking_id_batch');
-      this.countMatched(matched);
-      return new Set([...matched.map(({ event }) => event.id), ...waiting]);
-    } catch (error) {
-      await tx.query('ROLLBACK TO SAVEPOINT tracking_id_batch');
-      this.logger.event('warn', 'batch matching failed; matching event by event', { error: String(error) });
-      return new Set();
-    }
-  }
-
-  /**
-   * The common case in bulk: events carrying our tracking id (the first strategy) are matched,
-   * applied and recorded in a few statements. Returns those it settled, and the ids of those
-   * that wait for their sub-task's send; the rest stay pending for `matchOne` and its other
-   * strategies.
-   */
-  private async settleByTrackingId(
-    tx: EntityManager,
-    events: PendingMailEvent[],
-  ): Promise<{ matched: Matched[]; waiting: string[] }> {
-    const candidates = events.filter((e) => e.tracking_id);
-    if (candidates.length === 0) return { matched: [], waiting: [] };
-    const { matches, subTasks } = await correlateByTrackingId(
-      tx,
-      candidates.map((e) => ({ key: e.id, trackingId: e.tracking_id!, accountId: e.account_id })),
-    );
-    const matched: Matched[] = [];
-    const waiting: string[] = [];
-    for (const event of candidates) {
-      const match = matches.get(event.id);
-      if (!match) continue;
-      if (await this.waitForSend(tx, event, subTasks.get(match.subTaskId)?.status)) waiting.push(event.id);
-      else matched.push({ event, match });
-    }
-    await this.markMatched(tx, matched);
-    await this.settleMatched(tx, matched, subTasks);
-    return { matched, waiting };
   }
 
   /**
@@ -557,15 +573,11 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
    * due at once by the SubTaskSent): while the sub-task awaits its send, for at most the
    * unmatched events' age. Past it, the event is settled as matched and changes nothing.
    */
-  private async waitForSend(
-    tx: EntityManager,
-    event: PendingMailEvent,
-    status: string | undefined,
-  ): Promise<boolean> {
-    if (!AWAITING_SEND.has(status ?? '')) return false;
-    if (Date.now() - event.received_at.getTime() >= this.config.INGEST_UNMATCHED_MAX_AGE_MS) return false;
-    await this.retryLater(tx, event);
-    return true;
+  private waitsForSend(event: PendingMailEvent, status: string | undefined): boolean {
+    return (
+      AWAITING_SEND.has(status ?? '') &&
+      Date.now() - event.received_at.getTime() < this.config.INGEST_UNMATCHED_MAX_AGE_MS
+    );
   }
 
   /** Counted once their transaction committed. */
@@ -574,49 +586,86 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
   }
 
-  private async matchOne(tx: EntityManager, event: PendingMailEvent): Promise<void> {
-    const match = await correlate(
-      tx,
-      {
-        trackingId: event.tracking_id,
-        providerMessageIds: event.provider_message_ids,
-        headerMessageId: event.header_message_id,
-        taskId: event.task_id,
-        recipient: event.recipient,
-        serviceId: event.service_id,
-        accountId: event.account_id,
-        occurredAt: event.occurred_at,
-      },
-      this.config.INGEST_MATCH_WINDOW_MS,
-      (strategy, error) => {
-        this.strategyErrors.inc({ strategy });
-        this.logger.event('warn', 'correlation strategy failed', {
-          strategy,
-          mailEventId: event.id,
-          error: String(error),
-        });
-      },
+  /** The five strategies for a batch of events; a strategy that fails is counted and logged. */
+  private correlate(
+    tx: EntityManager,
+    events: readonly { key: string; clues: MailEventClues }[],
+  ): Promise<Map<string, Correlation>> {
+    return correlateAll(tx, events, this.config.INGEST_MATCH_WINDOW_MS, (strategy, error, keys) => {
+      this.strategyErrors.inc({ strategy }, keys.length);
+      this.logger.event('warn', 'correlation strategy failed', {
+        strategy,
+        events: keys.length,
+        keys: keys.slice(0, 10),
+        error: String(error),
+      });
+    });
+  }
+
+  /** The matched sub-tasks, locked once (in id order) and handed on: applying needs no second look. */
+  private async lockSubTasks(
+    tx: EntityManager,
+    matches: ReadonlyMap<string, Correlation>,
+  ): Promise<Map<string, SubTaskState>> {
+    const ids = [...new Set([...matches.values()].map((match) => match.subTaskId))];
+    if (ids.length === 0) return new Map();
+    const rows: SubTaskState[] = await tx.query(
+      `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[])
+        ORDER BY id FOR UPDATE`,
+      [ids],
     );
-    if (!match) {
-      const age = Date.now() - event.received_at.getTime();
-      if (age < this.config.INGEST_UNMATCHED_MAX_AGE_MS) return this.retryLater(tx, event);
-      await tx.query(
-        `UPDATE mail_events SET match_status = 'unmatched', match_attempts = match_attempts + 1 WHERE id = $1`,
-        [event.id],
-      );
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
+  /** After their transaction's savepoint: what `settleDue` matched and gave up on. */
+  private countSettled({ matched, unmatched }: { matched: Matched[]; unmatched: PendingMailEvent[] }): void {
+    this.countMatched(matched);
+    for (const event of unmatched)
       this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: 'unmatched' });
-      await this.store.append(tx, [this.recorded(event, null)], this.meta(event.event_log_id));
-      return;
-    }
-    // Locked once, here, and handed on: applying the event needs no second look.
-    const [subTask]: SubTaskState[] = await tx.query(
-      `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = $1 FOR UPDATE`,
-      [match.subTaskId],
+  }
+
+  /**
+   * Events due (again), in bulk: the five strategies for all of them (one statement each), the
+   * matched sub-tasks locked once, in id order, and the events applied and recorded together; the
+   * others backed off or, past the bounded age, recorded as unmatched. The careful path calls it
+   * with one event at a time.
+   */
+  private async settleDue(
+    tx: EntityManager,
+    events: readonly PendingMailEvent[],
+  ): Promise<{ matched: Matched[]; unmatched: PendingMailEvent[] }> {
+    const matches = await this.correlate(
+      tx,
+      events.map((event) => ({ key: event.id, clues: cluesOf(event) })),
     );
-    if (await this.waitForSend(tx, event, subTask?.status)) return;
-    await this.markMatched(tx, [{ event, match }]);
-    await this.settleMatched(tx, [{ event, match }], subTask ? new Map([[subTask.id, subTask]]) : undefined);
-    this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
+    const subTasks = await this.lockSubTasks(tx, matches);
+    const matched: Matched[] = [];
+    const later: PendingMailEvent[] = [];
+    const unmatched: PendingMailEvent[] = [];
+    for (const event of events) {
+      const match = matches.get(event.id);
+      if (match && !this.waitsForSend(event, subTasks.get(match.subTaskId)?.status))
+        matched.push({ event, match });
+      else if (match || Date.now() - event.received_at.getTime() < this.config.INGEST_UNMATCHED_MAX_AGE_MS)
+        later.push(event);
+      else unmatched.push(event);
+    }
+    await this.retryLater(tx, later);
+    await this.markMatched(tx, matched);
+    await this.settleMatched(tx, matched, subTasks);
+    if (unmatched.length) {
+      await tx.query(
+        `UPDATE mail_events SET match_status = 'unmatched', match_attempts = match_attempts + 1
+          WHERE id = ANY ($1::uuid[])`,
+        [unmatched.map((event) => event.id)],
+      );
+      await this.store.append(
+        tx,
+        unmatched.map((event) => this.recorded(event, null)),
+        this.meta(unmatched[0].event_log_id),
+      );
+    }
+    return { matched, unmatched };
   }
 
   /** Applies matched events to their sub-tasks and records each as an event. */
@@ -668,13 +717,15 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     );
   }
 
-  /** Unmatched for now: the send may not be recorded yet. Back off, up to five minutes. */
-  private async retryLater(tx: EntityManager, event: PendingMailEvent): Promise<void> {
-    const delayMs = Math.min(300_000, 1_000 * 2 ** Math.min(event.match_attempts, 9));
+  /** Unmatched for now: the send may not be recorded yet. Backed off (`retryDelayMs`). */
+  private async retryLater(tx: EntityManager, events: readonly PendingMailEvent[]): Promise<void> {
+    if (events.length === 0) return;
     await tx.query(
-      `UPDATE mail_events SET match_attempts = match_attempts + 1, next_match_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000)
-        WHERE id = $1`,
-      [event.id, delayMs],
+      `UPDATE mail_events m SET match_attempts = m.match_attempts + 1,
+              next_match_at = clock_timestamp() + make_interval(secs => u.delay_ms / 1000)
+         FROM unnest($1::uuid[], $2::float8[]) AS u(id, delay_ms)
+        WHERE m.id = u.id`,
+      [events.map((event) => event.id), events.map((event) => retryDelayMs(event.match_attempts))],
     );
   }
 
