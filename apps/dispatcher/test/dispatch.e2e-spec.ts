@@ -185,12 +185,12 @@ describe('dispatcher (e2e)', () => {
              FROM sandbox_messages WHERE service_id = $1) w`,
         [serviceId],
       );
-      // The rate plus the burst, plus 5% for when the mails are seen: receive times carry the
+      // The rate plus the burst, plus 10% for when the mails are seen: receive times carry the
       // scheduling jitter of three busy processes on two cores (50 ms of it moves 20 mails into a
-      // window); the slots themselves are exact (service-capacity.spec.ts) and the gaps of
-      // single-slot paces are checked strictly above. A pace not held globally would show twice
-      // the rate or more.
-      expect(rows[0].peak).toBeLessThanOrEqual(400 + 20 + 20);
+      // window, and a run of the full suite once saw 444 with 5%); the slots themselves are exact
+      // (service-capacity.spec.ts) and the gaps of single-slot paces are checked strictly above.
+      // A pace not held globally would show twice the rate or more.
+      expect(rows[0].peak).toBeLessThanOrEqual(400 + 20 + 40);
     }
     expect(Date.now() - started).toBeGreaterThan((5_000 / 1_600) * 1_000 - 1_000);
   }, 180_000);
