@@ -7,9 +7,11 @@
  *
  *   node -r @swc-node/register bench/ingest.ts
  *
- * One load generator for every throughput figure: a worker thread in this process with a
- * keep-alive `node:http` agent and CONCURRENCY requests in flight (closed loop: each of the
- * CONCURRENCY loops sends its next request when the previous answer has been read), for
+ * One load generator for every throughput figure: a worker thread in this process with
+ * CONCURRENCY keep-alive TCP connections, one request in flight on each (closed loop: each
+ * connection sends its next request, head and body in one write, when the previous answer has
+ * been read whole by its Content-Length). Cheaper per request than `node:http`'s client, which
+ * used about half a core and bounded the bare server's figure. It runs for
  * WARMUP_MS (counted apart) and then DURATION_MS. Rate = 200 answers / time from the first
  * request to the last answer. Every request body is distinct.
  *
@@ -63,6 +65,7 @@
  * Overrides for exploring (the documented figures use the defaults): BENCH_INGEST_DURATION_MS
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
  * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
+ * BENCH_INGEST_ONLY=single (the two baselines and part 1 alone),
  * BENCH_INGEST_WORKERS (webhook-ingest's INGEST_WORKERS, default the service's own).
  *
  * A miss is printed, never an exit code; the exit code is 1 only when something breaks (a failed
@@ -281,10 +284,9 @@ interface LoadResult {
 
 const GENERATOR = `
 const { parentPort, workerData: w } = require('node:worker_threads');
-const http = require('node:http');
+const net = require('node:net');
 const { performance } = require('node:perf_hooks');
 const target = new URL(w.url);
-const agent = new http.Agent({ keepAlive: true, maxSockets: w.concurrency, maxFreeSockets: w.concurrency });
 const base = Date.now();
 const tpl = w.template;
 const bodies = {
@@ -308,52 +310,99 @@ const bodies = {
   },
 };
 const make = bodies[w.kind];
+// One request = one write of its head and body; the head is the same for every request.
+let head = 'POST ' + w.path + ' HTTP/1.1\\r\\nHost: ' + target.host + '\\r\\nConnection: keep-alive\\r\\n';
+for (const [name, value] of Object.entries(w.headers)) head += name + ': ' + value + '\\r\\n';
+head += 'Content-Length: ';
+const HEAD_END = Buffer.from('\\r\\n\\r\\n');
 const statuses = {};
 const errors = {};
 const latencies = [];
 let seq = 0;
 let bodyBytes = 0;
-function one(body) {
-  return new Promise((resolve) => {
-    const started = performance.now();
-    const req = http.request(
-      { host: target.hostname, port: target.port, path: w.path, method: 'POST', agent,
-        headers: Object.assign({}, w.headers, { 'content-length': Buffer.byteLength(body) }) },
-      (res) => {
-        res.on('data', () => {});
-        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - started }));
-        res.on('error', (e) => resolve({ error: e.code || String(e) }));
-      },
-    );
-    req.setTimeout(w.timeoutMs, () => req.destroy(new Error('timeout')));
-    req.on('error', (e) => resolve({ error: e.code || e.message || String(e) }));
-    req.end(body);
-  });
-}
-(async () => {
-  const started = performance.now();
-  const end = started + w.durationMs;
-  let last = started;
-  async function loop() {
-    while (performance.now() < end) {
-      const n = seq++;
-      const body = make(n);
-      if (n === 0) bodyBytes = Buffer.byteLength(body);
-      const r = await one(body);
-      last = performance.now();
-      if (r.error) errors[r.error] = (errors[r.error] || 0) + 1;
-      else {
-        statuses[r.status] = (statuses[r.status] || 0) + 1;
-        latencies.push(r.ms);
+const started = performance.now();
+const end = started + w.durationMs;
+let last = started;
+
+/**
+ * One closed loop on its own keep-alive connection: the next request is written when the answer
+ * to the previous one has been read whole (status line, headers, Content-Length bytes of body).
+ * A connection the server closes (or that fails) is replaced by a new one.
+ */
+function loop(done) {
+  let socket;
+  let buffer = Buffer.alloc(0);
+  let sentAt = 0;
+  let waiting = false;
+  function connect() {
+    buffer = Buffer.alloc(0);
+    socket = net.connect({ host: target.hostname, port: Number(target.port) });
+    socket.setNoDelay(true);
+    socket.setTimeout(w.timeoutMs, () => socket.destroy(new Error('timeout')));
+    socket.on('connect', next);
+    socket.on('data', onData);
+    socket.on('error', (e) => {
+      if (waiting) errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1;
+      waiting = false;
+    });
+    socket.on('close', () => {
+      if (waiting) errors.closed = (errors.closed || 0) + 1;
+      waiting = false;
+      if (performance.now() < end) connect();
+      else done();
+    });
+  }
+  function next() {
+    if (performance.now() >= end) {
+      socket.end();
+      return;
+    }
+    const n = seq++;
+    const body = make(n);
+    const length = Buffer.byteLength(body);
+    if (n === 0) bodyBytes = length;
+    sentAt = performance.now();
+    waiting = true;
+    socket.write(head + length + '\\r\\n\\r\\n' + body);
+  }
+  function onData(chunk) {
+    buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+    for (;;) {
+      const headEnd = buffer.indexOf(HEAD_END);
+      if (headEnd < 0) return;
+      const text = buffer.toString('latin1', 0, headEnd);
+      const lengthMatch = /\\r\\ncontent-length: *(\\d+)/i.exec(text);
+      if (!lengthMatch) {
+        errors['answer without Content-Length'] = (errors['answer without Content-Length'] || 0) + 1;
+        waiting = false;
+        socket.destroy();
+        return;
       }
+      const total = headEnd + 4 + Number(lengthMatch[1]);
+      if (buffer.length < total) return;
+      const status = text.slice(9, 12);
+      buffer = buffer.subarray(total);
+      last = performance.now();
+      waiting = false;
+      statuses[status] = (statuses[status] || 0) + 1;
+      if (status === '200') latencies.push(last - sentAt);
+      if (/\\r\\nconnection: *close/i.test(text)) {
+        socket.end();
+        return;
+      }
+      next();
     }
   }
-  await Promise.all(Array.from({ length: w.concurrency }, loop));
-  agent.destroy();
-  latencies.sort((a, b) => a - b);
-  const pick = (p) => latencies.length ? latencies[Math.min(latencies.length, Math.max(1, Math.ceil(p / 100 * latencies.length))) - 1] : NaN;
-  parentPort.postMessage({ statuses, errors, sent: seq, elapsedMs: last - started, p50: pick(50), p99: pick(99), bodyBytes });
-})().catch((e) => parentPort.postMessage({ fatal: String(e && e.stack || e) }));
+  connect();
+}
+
+Promise.all(Array.from({ length: w.concurrency }, () => new Promise(loop)))
+  .then(() => {
+    latencies.sort((a, b) => a - b);
+    const pick = (p) => latencies.length ? latencies[Math.min(latencies.length, Math.max(1, Math.ceil(p / 100 * latencies.length))) - 1] : NaN;
+    parentPort.postMessage({ statuses, errors, sent: seq, elapsedMs: last - started, p50: pick(50), p99: pick(99), bodyBytes });
+  })
+  .catch((e) => parentPort.postMessage({ fatal: String(e && e.stack || e) }));
 `;
 
 async function load(options: LoadOptions): Promise<LoadResult> {
@@ -487,7 +536,7 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     Buffer.concat(chunks);
-    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': 2 });
     res.end('{}');
   });
 });
@@ -1076,6 +1125,17 @@ function printLatency(lat: LatencyFigure): void {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Baseline (b): pgbench -N -c 8 on a scratch database of the same Postgres. */
+const pgbenchBaseline = () =>
+  runPgbench({
+    adminUrl: POSTGRES_ADMIN_URL,
+    pgbench: PGBENCH,
+    scale: 10,
+    runArgs: ['-N', '-c', '8', '-j', '2', '-T', '15'],
+    track: pgbenchDatabases,
+    timeoutMs: 240_000,
+  });
+
 async function main(): Promise<void> {
   const disarm = watchdog(TIME_LIMIT_MS, cleanup);
   try {
@@ -1093,9 +1153,22 @@ async function main(): Promise<void> {
     await disconnect(admin);
     log(`postgres ${version}: ${settings.join(', ')}`);
     log(
-      `load generator: worker thread, node:http keep-alive, ${CONCURRENCY} in flight, ${WARMUP_MS / 1_000} s warm-up + ${DURATION_MS / 1_000} s`,
+      `load generator: worker thread, raw keep-alive sockets, ${CONCURRENCY} in flight, ${WARMUP_MS / 1_000} s warm-up + ${DURATION_MS / 1_000} s`,
     );
 
+    if (process.env.BENCH_INGEST_ONLY === 'single') {
+      // Exploring intake alone: the baselines and part 1.
+      const bareRun = await bareBaseline(engagelab);
+      const pgbench = await pgbenchBaseline();
+      log(`  ${pgbench.line}`);
+      const single = await singleEvents(engagelab);
+      log(single.cpu);
+      log(single.commits);
+      log(
+        `single ${fmt(single.eventsPerSecond)} = ${(single.eventsPerSecond / pgbench.tps).toFixed(2)}x pgbench, ${(single.eventsPerSecond / bareRun.perSecond).toFixed(2)}x bare`,
+      );
+      return;
+    }
     if (process.env.BENCH_INGEST_ONLY === 'latency') {
       // Exploring the latency alone: part 3, without the throughput parts or their baselines.
       const lat = await latency();
@@ -1106,14 +1179,7 @@ async function main(): Promise<void> {
     const bareRun = await bareBaseline(engagelab);
     log('baseline (b): pgbench -N -c 8 -j 2 -T 15 on a scratch database (-i -s 10)');
     const pgbenchWindow = openCpu('pgbench');
-    const pgbench = await runPgbench({
-      adminUrl: POSTGRES_ADMIN_URL,
-      pgbench: PGBENCH,
-      scale: 10,
-      runArgs: ['-N', '-c', '8', '-j', '2', '-T', '15'],
-      track: pgbenchDatabases,
-      timeoutMs: 240_000,
-    });
+    const pgbench = await pgbenchBaseline();
     const pgbenchCpu = closeCpu(pgbenchWindow);
     log(`  ${pgbench.line} (${pgbench.version})`);
     log(`  ${pgbenchCpu} (includes pgbench -i)`);
