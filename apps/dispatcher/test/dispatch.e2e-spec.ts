@@ -185,12 +185,13 @@ describe('dispatcher (e2e)', () => {
              FROM sandbox_messages WHERE service_id = $1) w`,
         [serviceId],
       );
-      // The rate plus the burst, plus 10% for when the mails are seen: receive times carry the
-      // scheduling jitter of three busy processes on two cores (50 ms of it moves 20 mails into a
-      // window, and a run of the full suite once saw 444 with 5%); the slots themselves are exact
-      // (service-capacity.spec.ts) and the gaps of single-slot paces are checked strictly above.
-      // A pace not held globally would show twice the rate or more.
-      expect(rows[0].peak).toBeLessThanOrEqual(400 + 20 + 40);
+      // Receive times, not slots: each is taken when a dispatcher's event loop gets to the send,
+      // and with three dispatchers, the API, webhook-ingest, Postgres and NATS on two cores, one
+      // stalled loop sends mails of earlier slots together (full-suite runs saw 444 and 485). The
+      // slots themselves are exact (service-capacity.spec.ts) and the gaps of single-slot paces
+      // are checked strictly above; what this checks is that the pace holds across replicas: one
+      // not held globally would show twice the rate (800) or more.
+      expect(rows[0].peak).toBeLessThanOrEqual(Math.ceil((400 + 20) * 1.5));
     }
     expect(Date.now() - started).toBeGreaterThan((5_000 / 1_600) * 1_000 - 1_000);
   }, 180_000);
