@@ -28,8 +28,7 @@ const MAX_BATCH = 500;
  */
 @Injectable()
 export class RawIntakeWriter {
-  /** Requests committed since start. */
-  stored = 0;
+  private committed = 0;
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
@@ -45,6 +44,11 @@ export class RawIntakeWriter {
       [],
       [1, 2, 5, 10, 20, 50, 100, 200, 500],
     );
+  }
+
+  /** Requests committed since start. */
+  get stored(): number {
+    return this.committed;
   }
 
   onStored(listener: () => void): void {
@@ -65,7 +69,7 @@ export class RawIntakeWriter {
       try {
         await this.insert(batch.map((w) => w.row));
         this.batchSize.observe(batch.length);
-        this.stored += batch.length;
+        this.committed += batch.length;
         batch.forEach((w) => w.resolve());
       } catch (error) {
         if (batch.length === 1) {
@@ -74,7 +78,10 @@ export class RawIntakeWriter {
         }
         // One row the database refuses must not fail the requests it was batched with.
         for (const waiting of batch) {
-          await this.insert([waiting.row]).then(waiting.resolve, waiting.reject);
+          await this.insert([waiting.row]).then(() => {
+            this.committed += 1;
+            waiting.resolve();
+          }, waiting.reject);
         }
       }
       this.listeners.forEach((l) => l());

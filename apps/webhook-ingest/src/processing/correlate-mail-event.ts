@@ -155,15 +155,3 @@ export async function correlateAll(
   }
   return matches;
 }
-
-/** One event's match, by the same strategies and rule as `correlateAll`. */
-export async function correlate(
-  tx: EntityManager,
-  clues: MailEventClues,
-  windowMs: number,
-  onError: (strategy: string, error: unknown) => void,
-  strategies: readonly Strategy[] = STRATEGIES,
-): Promise<Correlation | null> {
-  const matches = await correlateAll(tx, [{ key: '', clues }], windowMs, onError, strategies);
-  return matches.get('') ?? null;
-}

@@ -7,13 +7,7 @@ import { EventBusSubscriber } from '@edm/platform';
 import { allProjections } from '@edm/read-models';
 import { createTestEnvironment, TestEnvironment } from '@edm/testing';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
-import {
-  correlate,
-  correlateAll,
-  MailEventClues,
-  STRATEGIES,
-  strategyStatement,
-} from './correlate-mail-event';
+import { correlateAll, MailEventClues, STRATEGIES, strategyStatement } from './correlate-mail-event';
 import { MailEventProcessor } from './mail-event.processor';
 
 /** Correlation and matching against a real database, one clue at a time. */
@@ -48,8 +42,13 @@ describe('mail event matching (Postgres)', () => {
     occurredAt: new Date(),
     ...extra,
   });
-  const run = (extra: Partial<MailEventClues>, strategies = STRATEGIES, errors: string[] = []) =>
-    db.transaction((tx) => correlate(tx, clues(extra), 86_400_000, (s) => errors.push(s), strategies));
+  /** One event's match, alone in its batch. */
+  const run = async (extra: Partial<MailEventClues>, strategies = STRATEGIES, errors: string[] = []) => {
+    const matches = await db.transaction((tx) =>
+      correlateAll(tx, [{ key: 'one', clues: clues(extra) }], 86_400_000, (s) => errors.push(s), strategies),
+    );
+    return matches.get('one') ?? null;
+  };
 
   /** A sub-task of task A with no send on record yet, in the given status. */
   const unsentSubTask = async (email: string, status: 'pending' | 'sending') => {
