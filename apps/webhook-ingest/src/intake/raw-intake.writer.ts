@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { DatabaseError, PoolClient } from 'pg';
 import { DataSource } from 'typeorm';
 import { Metrics } from '@edm/observability';
 
@@ -20,11 +21,32 @@ interface Waiting {
 
 const MAX_BATCH = 500;
 
+/** A pool connection kept while a burst lasts; `release(error)` destroys it. */
+interface HeldConnection {
+  client: PoolClient;
+  release: (error?: Error) => void;
+}
+
+/** The part of TypeORM's Postgres driver that hands out its pool's connections. */
+interface PoolDriver {
+  obtainMasterConnection(): Promise<[PoolClient, (error?: Error) => void]>;
+}
+
+/**
+ * A refusal of the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
+ * violation): worth trying the batch's rows one by one. Anything else (the connection lost, the
+ * server shutting down) would fail each of them alike, after as many waits.
+ */
+const refusesRows = (error: unknown) => error instanceof DatabaseError && /^2[23]/.test(error.code ?? '');
+
 /**
  * Store first, with group commit: requests that arrive while one INSERT is in flight are written
  * together by the next one, so many webhooks share one transaction (one fsync). A request is
  * answered only after its row committed; if Postgres fails, every request of that batch gets the
  * error (and a 503), never a 2xx.
+ *
+ * A burst holds one pool connection, and the next batch goes to Postgres before the last one is
+ * answered: writing the answers is this event loop's work, and the round trip runs meanwhile.
  */
 @Injectable()
 export class RawIntakeWriter {
@@ -32,6 +54,7 @@ export class RawIntakeWriter {
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
+  private connection?: HeldConnection;
   private readonly batchSize;
 
   constructor(
@@ -64,44 +87,78 @@ export class RawIntakeWriter {
 
   private async flush(): Promise<void> {
     this.flushing = true;
-    while (this.queue.length) {
-      const batch = this.queue.splice(0, MAX_BATCH);
+    let batch = this.queue.splice(0, MAX_BATCH);
+    let insert = this.insert(batch);
+    while (batch.length) {
+      let next: Waiting[];
       try {
-        await this.insert(batch.map((w) => w.row));
+        await insert;
+        next = this.queue.splice(0, MAX_BATCH);
+        if (next.length) insert = this.insert(next);
         this.batchSize.observe(batch.length);
         this.committed += batch.length;
         batch.forEach((w) => w.resolve());
       } catch (error) {
-        if (batch.length === 1) {
-          batch[0].reject(error);
-          continue;
-        }
-        // One row the database refuses must not fail the requests it was batched with.
-        for (const waiting of batch) {
-          await this.insert([waiting.row]).then(() => {
-            this.committed += 1;
-            waiting.resolve();
-          }, waiting.reject);
-        }
+        await this.settleApart(batch, error);
+        next = this.queue.splice(0, MAX_BATCH);
+        if (next.length) insert = this.insert(next);
       }
       this.listeners.forEach((l) => l());
+      batch = next;
     }
+    this.release();
     this.flushing = false;
   }
 
-  private async insert(rows: RawIntake[]): Promise<void> {
-    await this.dataSource.query(
-      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified)
+  /** One row the database refuses must not fail the requests it was batched with. */
+  private async settleApart(batch: Waiting[], error: unknown): Promise<void> {
+    if (batch.length === 1 || !refusesRows(error)) return batch.forEach((w) => w.reject(error));
+    for (const waiting of batch) {
+      await this.insert([waiting]).then(() => {
+        this.committed += 1;
+        waiting.resolve();
+      }, waiting.reject);
+    }
+  }
+
+  /**
+   * Sends at once when the burst's connection is held (no await before the query). A failed
+   * INSERT gives its connection back as broken: the next one takes a fresh connection.
+   */
+  private async insert(batch: Waiting[]): Promise<void> {
+    const connection = this.connection ?? (this.connection = await this.connect());
+    const rows = batch.map((w) => w.row);
+    try {
+      await connection.client.query(
+        `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified)
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::boolean[])`,
-      [
-        rows.map((r) => r.id),
-        rows.map((r) => r.source),
-        rows.map((r) => r.serviceId),
-        rows.map((r) => r.path),
-        rows.map((r) => JSON.stringify(r.headers)),
-        rows.map((r) => r.rawBody),
-        rows.map((r) => r.verified),
-      ],
-    );
+        [
+          rows.map((r) => r.id),
+          rows.map((r) => r.source),
+          rows.map((r) => r.serviceId),
+          rows.map((r) => r.path),
+          rows.map((r) => JSON.stringify(r.headers)),
+          rows.map((r) => r.rawBody),
+          rows.map((r) => r.verified),
+        ],
+      );
+    } catch (error) {
+      if (this.connection === connection) this.connection = undefined;
+      connection.release(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  }
+
+  private async connect(): Promise<HeldConnection> {
+    const [client, release] = await (
+      this.dataSource.driver as unknown as PoolDriver
+    ).obtainMasterConnection();
+    return { client, release };
+  }
+
+  /** The connection goes back to the pool between bursts (and so before shutdown closes the pool). */
+  private release(): void {
+    this.connection?.release();
+    this.connection = undefined;
   }
 }

@@ -1,0 +1,117 @@
+import { Pool } from 'pg';
+import { DataSource } from 'typeorm';
+import { uuidv7 } from '@edm/event-store';
+import { Metrics } from '@edm/observability';
+import { createDataSource, runMigrations } from '@edm/persistence';
+import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { RawIntake, RawIntakeWriter } from './raw-intake.writer';
+
+/** The intake's group commit against a real database: what is answered is stored, whatever fails. */
+describe('raw intake writer (Postgres)', () => {
+  let env: TestEnvironment;
+  let db: DataSource;
+  let observer: Pool;
+  let metrics: Metrics;
+  let writer: RawIntakeWriter;
+
+  const row = (id = uuidv7()): RawIntake => ({
+    id,
+    source: 'sandbox',
+    serviceId: null,
+    path: '/api/webhooks/mail-event',
+    headers: { 'content-type': 'application/json' },
+    rawBody: JSON.stringify({ id, quote: 'a "quoted", {braced} \\ body' }),
+    verified: false,
+  });
+  const storedIds = async (ids: string[]) =>
+    (await observer.query(`SELECT id FROM event_logs WHERE id = ANY ($1::uuid[])`, [ids])).rows.map(
+      (r: { id: string }) => r.id,
+    );
+  const transactions = async () =>
+    (await metrics.registry.getSingleMetricAsString('edm_webhook_commit_batch_size'))
+      .split('\n')
+      .find((line) => line.startsWith('edm_webhook_commit_batch_size_count'));
+  const pool = () => (db.driver as unknown as { master: { totalCount: number; idleCount: number } }).master;
+
+  beforeAll(async () => {
+    env = await createTestEnvironment('intake_writer');
+    db = createDataSource({ url: env.databaseUrl, poolSize: 4, applicationName: 'intake-test' });
+    await db.initialize();
+    await runMigrations(db);
+    observer = new Pool({ connectionString: env.databaseUrl, max: 4 });
+  });
+
+  beforeEach(() => {
+    metrics = new Metrics('test');
+    writer = new RawIntakeWriter(db, metrics);
+  });
+
+  afterAll(async () => {
+    await observer.end();
+    await db.destroy();
+    await env.dispose();
+  });
+
+  it('answers each request only once its row is committed, many to a transaction', async () => {
+    const rows = Array.from({ length: 300 }, () => row());
+    const seenAtAnswer = await Promise.all(
+      rows.map((r) => writer.store(r).then(async () => (await storedIds([r.id])).length)),
+    );
+    expect(seenAtAnswer).toEqual(rows.map(() => 1));
+    expect(writer.stored).toBe(300);
+    const count = Number((await transactions())?.split(' ').pop());
+    expect(count).toBeGreaterThan(0);
+    expect(count).toBeLessThan(300);
+    // The burst's connection went back to the pool.
+    expect(pool().idleCount).toBe(pool().totalCount);
+  });
+
+  it('fails only the request whose row the database refuses, not those batched with it', async () => {
+    const taken = uuidv7();
+    await observer.query(
+      `INSERT INTO event_logs (id, source, path, headers, raw_body, verified) VALUES ($1, 'x', '/', '{}', '', false)`,
+      [taken],
+    );
+    const rows = [
+      ...Array.from({ length: 10 }, () => row()),
+      row(taken),
+      ...Array.from({ length: 10 }, () => row()),
+    ];
+    const outcomes = await Promise.allSettled(rows.map((r) => writer.store(r)));
+    expect(outcomes.map((o) => o.status)).toEqual(
+      rows.map((r) => (r.id === taken ? 'rejected' : 'fulfilled')),
+    );
+    const others = rows.filter((r) => r.id !== taken).map((r) => r.id);
+    expect((await storedIds(others)).sort()).toEqual([...others].sort());
+    expect(writer.stored).toBe(20);
+  });
+
+  it('loses nothing it answered when its connection is killed mid-burst, and stores again after', async () => {
+    const answered: string[] = [];
+    let refused = 0;
+    const pending: Promise<void>[] = [];
+    for (let round = 0; round < 40; round += 1) {
+      for (let i = 0; i < 25; i += 1) {
+        const r = row();
+        pending.push(
+          writer.store(r).then(
+            () => void answered.push(r.id),
+            () => void (refused += 1),
+          ),
+        );
+      }
+      if (round === 20)
+        await observer.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = 'intake-test'`,
+        );
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(pending);
+    expect(answered.length + refused).toBe(1_000);
+    expect((await storedIds(answered)).length).toBe(answered.length);
+    const after = row();
+    await writer.store(after);
+    expect(await storedIds([after.id])).toEqual([after.id]);
+  });
+});
