@@ -10,3 +10,10 @@ export const pgErrorCode = (error: unknown): string | undefined => {
   const driverError = (error as { driverError?: { code?: unknown } }).driverError;
   return typeof driverError?.code === 'string' ? driverError.code : undefined;
 };
+
+/**
+ * The database refused the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
+ * violation), as opposed to the connection or the server failing: the same rows sent apart, all
+ * but the offending ones would be taken.
+ */
+export const refusesRows = (error: unknown): boolean => /^2[23]/.test(pgErrorCode(error) ?? '');

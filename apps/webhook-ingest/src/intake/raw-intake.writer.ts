@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
-import { DatabaseError, PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
 import { DataSource } from 'typeorm';
 import { Metrics } from '@edm/observability';
+import { refusesRows } from '@edm/persistence';
 
 export interface RawIntake {
   id: string;
@@ -31,13 +32,6 @@ interface HeldConnection {
 interface PoolDriver {
   obtainMasterConnection(): Promise<[PoolClient, (error?: Error) => void]>;
 }
-
-/**
- * A refusal of the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
- * violation): worth trying the batch's rows one by one. Anything else (the connection lost, the
- * server shutting down) would fail each of them alike, after as many waits.
- */
-const refusesRows = (error: unknown) => error instanceof DatabaseError && /^2[23]/.test(error.code ?? '');
 
 /**
  * Store first, with group commit: requests that arrive while one INSERT is in flight are written
@@ -110,7 +104,10 @@ export class RawIntakeWriter {
     this.flushing = false;
   }
 
-  /** One row the database refuses must not fail the requests it was batched with. */
+  /**
+   * One row the database refuses must not fail the requests it was batched with; any other failure
+   * (connection lost, server shutting down) would fail each row alike, so the batch fails at once.
+   */
   private async settleApart(batch: Waiting[], error: unknown): Promise<void> {
     if (batch.length === 1 || !refusesRows(error)) return batch.forEach((w) => w.reject(error));
     for (const waiting of batch) {
