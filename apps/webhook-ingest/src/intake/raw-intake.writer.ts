@@ -83,19 +83,23 @@ export class RawIntakeWriter {
     this.flushing = true;
     let batch = this.queue.splice(0, MAX_BATCH);
     let insert = this.insert(batch);
+    const sendNext = () => {
+      const next = this.queue.splice(0, MAX_BATCH);
+      if (next.length) insert = this.insert(next);
+      return next;
+    };
     while (batch.length) {
       let next: Waiting[];
       try {
         await insert;
-        next = this.queue.splice(0, MAX_BATCH);
-        if (next.length) insert = this.insert(next);
+        next = sendNext();
         this.batchSize.observe(batch.length);
         this.committed += batch.length;
         batch.forEach((w) => w.resolve());
       } catch (error) {
+        // One query at a time on the connection: the next batch waits for the retries.
         await this.settleApart(batch, error);
-        next = this.queue.splice(0, MAX_BATCH);
-        if (next.length) insert = this.insert(next);
+        next = sendNext();
       }
       this.listeners.forEach((l) => l());
       batch = next;
