@@ -68,6 +68,54 @@ describe('raw intake writer (Postgres)', () => {
     expect(pool().idleCount).toBe(pool().totalCount);
   });
 
+  it('stores every value exactly as received, in batches up to the largest', async () => {
+    const hostile = [
+      `{"a":"quote \\" and backslash \\\\"}`,
+      `'); DROP TABLE event_logs; --`,
+      `$1 $2::uuid {"$7": null} \\N \\. E'\\x00'`,
+      'line\nbreak\r\ttab',
+      '{"text":"ünïcødé 中文 🙂"}',
+      '{' + '"k":"v",'.repeat(8_000) + '"end":1}',
+      '[' + '['.repeat(30) + ']'.repeat(30) + ']',
+    ];
+    const serviceId = uuidv7();
+    const rows = Array.from({ length: 1_200 }, (_, i): RawIntake => ({
+      id: uuidv7(),
+      source: i % 3 === 0 ? 'sendgrid' : 'engagelab',
+      serviceId: i % 2 === 0 ? null : serviceId,
+      path: `/api/webhooks/sendgrid/${serviceId}?q="${i}"`,
+      headers: {
+        'content-type': 'application/json',
+        'x-odd': `"${hostile[i % hostile.length].slice(0, 40)}"`,
+      },
+      rawBody: hostile[i % hostile.length],
+      verified: i % 5 === 0,
+    }));
+    await Promise.all(rows.map((r) => writer.store(r)));
+    const stored = new Map(
+      (
+        await observer.query(
+          `SELECT id, source, service_id, path, headers, raw_body, verified FROM event_logs WHERE id = ANY ($1::uuid[])`,
+          [rows.map((r) => r.id)],
+        )
+      ).rows.map((r: Record<string, unknown>) => [r.id, r]),
+    );
+    expect(stored.size).toBe(rows.length);
+    for (const r of rows) {
+      expect(stored.get(r.id)).toEqual({
+        id: r.id,
+        source: r.source,
+        service_id: r.serviceId,
+        path: r.path,
+        headers: r.headers,
+        raw_body: r.rawBody,
+        verified: r.verified,
+      });
+    }
+    // 1,200 requests at once: at least three INSERTs, none over the batch limit.
+    expect(Number((await transactions())?.split(' ').pop())).toBeGreaterThanOrEqual(3);
+  });
+
   it('fails only the request whose row the database refuses, not those batched with it', async () => {
     const taken = uuidv7();
     await observer.query(
