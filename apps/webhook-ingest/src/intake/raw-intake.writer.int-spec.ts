@@ -74,6 +74,7 @@ describe('raw intake writer (Postgres)', () => {
       `'); DROP TABLE event_logs; --`,
       `$1 $2::uuid {"$7": null} \\N \\. E'\\x00'`,
       'line\nbreak\r\ttab',
+      ' \r\n{"padded": true}\n\t ',
       '{"text":"ünïcødé 中文 🙂"}',
       '{' + '"k":"v",'.repeat(8_000) + '"end":1}',
       '[' + '['.repeat(30) + ']'.repeat(30) + ']',
