@@ -64,6 +64,7 @@ describe('raw intake writer (Postgres)', () => {
     const count = Number((await transactions())?.split(' ').pop());
     expect(count).toBeGreaterThan(0);
     expect(count).toBeLessThan(300);
+    expect(writer.commits).toBe(count);
     // The burst's connection went back to the pool.
     expect(pool().idleCount).toBe(pool().totalCount);
   });

@@ -76,6 +76,7 @@ interface PoolDriver {
 @Injectable()
 export class RawIntakeWriter {
   private committed = 0;
+  private transactions = 0;
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
@@ -97,6 +98,11 @@ export class RawIntakeWriter {
   /** Requests committed since start. */
   get stored(): number {
     return this.committed;
+  }
+
+  /** Transactions that committed requests since start (stored / commits: the group commit's size). */
+  get commits(): number {
+    return this.transactions;
   }
 
   onStored(listener: () => void): void {
@@ -126,6 +132,7 @@ export class RawIntakeWriter {
         next = sendNext();
         this.batchSize.observe(batch.length);
         this.committed += batch.length;
+        this.transactions += 1;
         batch.forEach((w) => w.resolve());
       } catch (error) {
         // One query at a time on the connection: the next batch waits for the retries.
@@ -148,6 +155,7 @@ export class RawIntakeWriter {
     for (const waiting of batch) {
       await this.insert([waiting]).then(() => {
         this.committed += 1;
+        this.transactions += 1;
         waiting.resolve();
       }, waiting.reject);
     }

@@ -11,6 +11,7 @@ import { RawIntakeWriter } from '../intake/raw-intake.writer';
 import { parseTrackingHit } from '../tracking/tracking-hit';
 import { applyMailEvents, SubTaskState } from './apply-mail-event';
 import { correlateAll, Correlation, MailEventClues } from './correlate-mail-event';
+import { intakeYieldMs } from './intake-yield';
 
 interface StoredRequest {
   id: string;
@@ -209,6 +210,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       let more = false;
       const started = performance.now();
       const storedBefore = this.writer.stored;
+      const commitsBefore = this.writer.commits;
       try {
         const { parsed, matched } = await this.pass(false);
         // A partial batch took everything there was: what comes next wakes a worker.
@@ -216,11 +218,19 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
-      // Intake first: when intake stored a whole batch while this pass ran, processing is behind
-      // anyway, and the cores are better spent answering providers; it backs off for a multiple
-      // of the pass's own time, and catches up at full speed once intake slows down.
-      if (more && this.writer.stored - storedBefore >= BATCH && this.config.INGEST_YIELD_FACTOR > 0)
-        await this.yieldToIntake((performance.now() - started) * this.config.INGEST_YIELD_FACTOR);
+      // Intake first under a burst: processing backs off for a multiple of the pass's own time,
+      // and catches up at full speed once intake slows down.
+      const pause = intakeYieldMs(
+        {
+          ms: performance.now() - started,
+          more,
+          stored: this.writer.stored - storedBefore,
+          commits: this.writer.commits - commitsBefore,
+        },
+        BATCH,
+        this.config.INGEST_YIELD_FACTOR,
+      );
+      if (pause > 0) await this.yieldToIntake(pause);
       if (more || !this.running) continue;
       if (this.missedWakes > 0) {
         this.missedWakes -= 1;
