@@ -5,7 +5,10 @@ describe('intakeYieldMs', () => {
 
   it('gives way for a multiple of the pass under a burst that saturates intake', () => {
     expect(intakeYieldMs(burst, 50, 3)).toBe(60);
-    expect(intakeYieldMs({ ...burst, commits: 520 / SATURATED_REQUESTS_PER_COMMIT }, 50, 3)).toBe(60);
+    // Just saturated: 16 requests a commit.
+    expect(intakeYieldMs({ ...burst, stored: SATURATED_REQUESTS_PER_COMMIT * 30, commits: 30 }, 50, 3)).toBe(
+      60,
+    );
   });
 
   it('does not pause a slow pass under a moderate rate, where commits carry a few requests each', () => {
