@@ -130,10 +130,7 @@ export class RawIntakeWriter {
       try {
         await insert;
         next = sendNext();
-        this.batchSize.observe(batch.length);
-        this.committed += batch.length;
-        this.transactions += 1;
-        batch.forEach((w) => w.resolve());
+        this.recordCommit(batch);
       } catch (error) {
         // One query at a time on the connection: the next batch waits for the retries.
         await this.settleApart(batch, error);
@@ -153,12 +150,16 @@ export class RawIntakeWriter {
   private async settleApart(batch: Waiting[], error: unknown): Promise<void> {
     if (batch.length === 1 || !refusesRows(error)) return batch.forEach((w) => w.reject(error));
     for (const waiting of batch) {
-      await this.insert([waiting]).then(() => {
-        this.committed += 1;
-        this.transactions += 1;
-        waiting.resolve();
-      }, waiting.reject);
+      await this.insert([waiting]).then(() => this.recordCommit([waiting]), waiting.reject);
     }
+  }
+
+  /** A transaction committed these requests: counted, and each answered. */
+  private recordCommit(batch: Waiting[]): void {
+    this.batchSize.observe(batch.length);
+    this.committed += batch.length;
+    this.transactions += 1;
+    batch.forEach((w) => w.resolve());
   }
 
   /**
