@@ -66,7 +66,10 @@
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
  * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
  * BENCH_INGEST_ONLY=single (the two baselines and part 1 alone),
- * BENCH_INGEST_WORKERS (webhook-ingest's INGEST_WORKERS, default the service's own).
+ * BENCH_INGEST_WORKERS (webhook-ingest's INGEST_WORKERS, default the service's own),
+ * BENCH_INGEST_CONCURRENCY (the generator's connections, default 64, for the baseline and the
+ * service alike), BENCH_NODE_OPTIONS (NODE_OPTIONS for the services this bench starts, e.g. a
+ * `--require` of a profiler).
  *
  * A miss is printed, never an exit code; the exit code is 1 only when something breaks (a failed
  * request, a wrong count, a timeout) or 2 when the watchdog fires. Only 127.0.0.1 traffic; bounded
@@ -102,7 +105,11 @@ const POSTGRES_ADMIN_URL = process.env.EDM_TEST_POSTGRES_URL ?? 'postgres://post
 const PGBENCH = process.env.PGBENCH ?? '/usr/bin/pgbench';
 const FIXTURES = resolve(__dirname, '../../shared/provider-payloads');
 
-const CONCURRENCY = 64;
+const CONCURRENCY = Number(process.env.BENCH_INGEST_CONCURRENCY ?? 64);
+if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1 || CONCURRENCY > 4_096)
+  throw new Error(
+    `BENCH_INGEST_CONCURRENCY must be a whole number from 1 to 4096, not ${process.env.BENCH_INGEST_CONCURRENCY}`,
+  );
 const WARMUP_MS = 2_000;
 const DURATION_MS = Number(process.env.BENCH_INGEST_DURATION_MS ?? 15_000);
 const BATCH = 50;
@@ -203,6 +210,7 @@ async function start(app: 'api' | 'webhook-ingest' | 'dispatcher', env: Record<s
   const service = await startService(app, {
     ...env,
     WEBHOOK_RATE_LIMIT_PER_SECOND: '0',
+    ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
     ...(workers ? { INGEST_WORKERS: workers } : {}),
   });
   services.add(service);
