@@ -160,6 +160,26 @@ export function processTree(snapshot: Map<number, ProcessCpu>, root: number): Se
   return tree;
 }
 
+/**
+ * Busy and total clock ticks of all the machine's cores, from the first line of /proc/stat
+ * (Linux only): busy is user, nice, system, irq, softirq and steal; total adds idle and iowait.
+ * Unlike per-process times, it keeps the time of processes that end within a window (pgbench).
+ */
+export function machineTicks(): { busy: number; total: number } {
+  try {
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8')
+      .split('\n', 1)[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map(Number);
+    const busy = user + nice + system + irq + softirq + (steal || 0);
+    return { busy, total: busy + idle + iowait };
+  } catch {
+    return { busy: NaN, total: NaN };
+  }
+}
+
 /** Clock ticks per second of /proc's CPU times (almost always 100). */
 export function clockTicks(): number {
   try {

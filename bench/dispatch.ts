@@ -38,7 +38,10 @@
  * outside its own process tree used (other programs, Postgres backends of other databases; read
  * from /proc, a lower bound) and says so when that exceeds 5% of the cores' time. It also samples
  * what the environment's Postgres backends wait on during the throughput runs, and warns when
- * dist/ was rebuilt while it ran.
+ * dist/ was rebuilt while it ran. Cost per unit: the CPU of each process group per 1,000 mails
+ * (with the WAL), and the whole machine's busy CPU (/proc/stat) per 1,000 mails beside the same
+ * per 1,000 pgbench transactions, with how busy pgbench kept the cores: where pgbench keeps them
+ * busy, the throughput goal asks a mail to cost no more than one of its transactions.
  *
  * Prints each figure beside its baseline and goal. A miss is printed, never an exit code; the
  * exit code is 1 only when something breaks (a failed request, a wrong count, a timeout) or 2 when
@@ -76,6 +79,7 @@ import {
   percentile,
   printComparison,
   printTable,
+  machineTicks,
   ProcessCpu,
   processCpu,
   processTree,
@@ -135,10 +139,26 @@ interface CpuWindow {
   label: string;
   started: number;
   before: Map<number, ProcessCpu>;
+  machine: { busy: number; total: number };
 }
 const cpuWindows: { label: string; wallMs: number; foreignSeconds: number; top: string[] }[] = [];
 
-const openCpuWindow = (label: string): CpuWindow => ({ label, started: now(), before: processCpu() });
+const openCpuWindow = (label: string): CpuWindow => ({
+  label,
+  started: now(),
+  before: processCpu(),
+  machine: machineTicks(),
+});
+
+/** The whole machine's CPU since the window opened: busy CPU-seconds and the cores' busy share. */
+function machineUse(window: CpuWindow): { seconds: number; share: number } {
+  const after = machineTicks();
+  const busy = after.busy - window.machine.busy;
+  return { seconds: busy / TICKS_PER_SECOND, share: busy / (after.total - window.machine.total) };
+}
+
+/** Machine CPU-seconds per 1,000 mails of the first throughput run, for the summary. */
+const mailCosts: number[] = [];
 
 /**
  * CPU seconds that processes outside this bench's process tree used during the window: other
@@ -186,6 +206,7 @@ function closeCpuWindow(window: CpuWindow): void {
  * work per mail shows even when the machine's speed varies.
  */
 async function logCost(window: CpuWindow, walBefore: string, mails: number, dispatcherPids: number[]) {
+  const whole = machineUse(window);
   const after = processCpu();
   const groups = new Map<string, number>();
   const add = (group: string, ticks: number) => groups.set(group, (groups.get(group) ?? 0) + ticks);
@@ -209,6 +230,11 @@ async function logCost(window: CpuWindow, walBefore: string, mails: number, disp
       .sort((x, y) => y[1] - x[1])
       .map(([group, ticks]) => `${group} ${per1000(ticks).toFixed(2)} CPU-s`)
       .join(', ')}; WAL ${(((rows[0].bytes / mails) * 1_000) / 1_048_576).toFixed(2)} MiB`,
+  );
+  const machinePer1000 = (whole.seconds * 1_000) / mails;
+  mailCosts.push(machinePer1000);
+  log(
+    `  the whole machine: ${machinePer1000.toFixed(2)} CPU-s per 1,000 mails, cores ${(whole.share * 100).toFixed(0)}% busy`,
   );
 }
 
@@ -287,7 +313,13 @@ async function cleanup(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Baseline: pgbench -N on the same Postgres.
 
-async function pgbenchBaseline(): Promise<{ tps: number; version: string; line: string }> {
+async function pgbenchBaseline(): Promise<{
+  tps: number;
+  version: string;
+  line: string;
+  machinePer1000: number;
+  busyShare: number;
+}> {
   const url = new URL(POSTGRES_ADMIN_URL);
   const name = `bench_pgbench_${randomBytes(4).toString('hex')}`;
   const connection = [
@@ -319,13 +351,25 @@ async function pgbenchBaseline(): Promise<{ tps: number; version: string; line: 
       ['-N', '-c', '4', '-j', '2', '-T', '20', ...connection, name],
       { ...options, timeout: 120_000 },
     );
+    const whole = machineUse(window);
     closeCpuWindow(window);
     const match = /^tps = ([\d.]+)(.*)$/m.exec(stdout);
     if (!match) throw new Error(`no tps line in pgbench's output:\n${stdout}`);
     const failed = /number of failed transactions: (\d+)/.exec(stdout);
     if (failed && Number(failed[1]) > 0)
       observations.push(`pgbench reported ${failed[1]} failed transactions`);
-    return { tps: Number(match[1]), version: version.trim(), line: match[0].trim() };
+    const processed = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? NaN);
+    const machinePer1000 = (whole.seconds * 1_000) / processed;
+    log(
+      `  the whole machine during pgbench: ${machinePer1000.toFixed(2)} CPU-s per 1,000 transactions (${processed.toLocaleString('en-US')} of them), cores ${(whole.share * 100).toFixed(0)}% busy`,
+    );
+    return {
+      tps: Number(match[1]),
+      version: version.trim(),
+      line: match[0].trim(),
+      machinePer1000,
+      busyShare: whole.share,
+    };
   } finally {
     pgbenchDatabase = undefined;
     await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
@@ -917,6 +961,10 @@ async function main(): Promise<void> {
     log(
       `part 1 dispatcher settings: DISPATCH_MAX_BATCH=${MAX_BATCH}, DISPATCH_CONCURRENCY=${CONCURRENCY}, other DISPATCH_* and DATABASE_POOL_SIZE at their defaults; ${THROUGHPUT_SERVICES} unpaced sandbox services`,
     );
+    if (mailCosts.length)
+      log(
+        `the whole machine's CPU: ${mailCosts[0].toFixed(2)} CPU-s per 1,000 mails (run 1) against ${pgbench.machinePer1000.toFixed(2)} per 1,000 pgbench transactions = ${(mailCosts[0] / pgbench.machinePer1000).toFixed(2)}x; pgbench kept the cores ${(pgbench.busyShare * 100).toFixed(0)}% busy (where it keeps them busy, 1.0x needs a mail to cost no more than a transaction)`,
+      );
     log('parts 2-3: one dispatcher with every DISPATCH_* default (poll 2 s, batch 50, concurrency 32)');
     process.stdout.write('\n');
     printComparison(

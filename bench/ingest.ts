@@ -20,6 +20,13 @@
  *     200 `{}`; the same EngageLab bodies, the same generator and concurrency: requests/s.
  * (b) `pgbench -N -c 8 -j 2 -T 15` on a scratch database of the same Postgres (`pgbench -i -s 10`
  *     first, not timed; the database is dropped): TPS.
+ * (c) The store-first floor: a child process (written here) with `node:http` and one `pg`
+ *     connection that stores each request as a row of `event_logs` (a fresh database migrated as
+ *     the service's own) with group commit, and answers 200 once its row committed. No routing,
+ *     checks or processing: what any store-first server must at least do, on the same Postgres,
+ *     with the same bodies and generator. Check: as many rows as 200s. Shown beside the figures,
+ *     not a goal: it tells how much of a miss is the machine's (its commits) and how much the
+ *     service's.
  *
  * 1. Single events. A fresh test environment with only webhook-ingest (dist/, production
  *    defaults, except the per-client rate limit, which is off: all load comes from one address). EngageLab `target` events (the fixture engagelab-target.json, message_id, itime
@@ -65,16 +72,17 @@
  * Overrides for exploring (the documented figures use the defaults): BENCH_INGEST_DURATION_MS
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
  * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
- * BENCH_INGEST_ONLY=single (the two baselines and part 1 alone),
+ * BENCH_INGEST_ONLY=single (the three baselines and part 1 alone),
  * BENCH_INGEST_WORKERS (webhook-ingest's INGEST_WORKERS, default the service's own),
  * BENCH_INGEST_CONCURRENCY (the generator's connections, default 64, for the baseline and the
  * service alike), BENCH_NODE_OPTIONS (NODE_OPTIONS for the services this bench starts, e.g. a
- * `--require` of a profiler).
+ * `--require` of a profiler), BENCH_INGEST_FLOOR_WRITERS (the floor's connections, each with one
+ * INSERT in flight, default 1, as the service's intake writer).
  *
  * A miss is printed, never an exit code; the exit code is 1 only when something breaks (a failed
  * request, a wrong count, a timeout) or 2 when the watchdog fires. Only 127.0.0.1 traffic; bounded
  * by a watchdog; cleans up after itself (processes, the three databases, streams and EDM_HOME
- * folders, pgbench's database, the bare server).
+ * folders, pgbench's database, the bare server and the floor).
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
@@ -83,6 +91,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Client } from 'pg';
+import { createDataSource, runMigrations } from '@edm/persistence';
 import { createTestEnvironment, ServiceProcess, startService, TestEnvironment } from '@edm/testing';
 import {
   clockTicks,
@@ -110,6 +119,11 @@ if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1 || CONCURRENCY > 4_096)
   throw new Error(
     `BENCH_INGEST_CONCURRENCY must be a whole number from 1 to 4096, not ${process.env.BENCH_INGEST_CONCURRENCY}`,
   );
+const FLOOR_WRITERS = Number(process.env.BENCH_INGEST_FLOOR_WRITERS ?? 1);
+if (!Number.isInteger(FLOOR_WRITERS) || FLOOR_WRITERS < 1 || FLOOR_WRITERS > 16)
+  throw new Error(
+    `BENCH_INGEST_FLOOR_WRITERS must be a whole number from 1 to 16, not ${process.env.BENCH_INGEST_FLOOR_WRITERS}`,
+  );
 const WARMUP_MS = 2_000;
 const DURATION_MS = Number(process.env.BENCH_INGEST_DURATION_MS ?? 15_000);
 const BATCH = 50;
@@ -132,7 +146,7 @@ const environments = new Set<TestEnvironment>();
 const clients = new Set<Client>();
 const workers = new Set<Worker>();
 const pgbenchDatabases = new Set<string>();
-let bare: ChildProcess | undefined;
+let baselineServer: ChildProcess | undefined;
 let serviceOutput = '';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -180,8 +194,8 @@ async function dispose(env: TestEnvironment): Promise<void> {
 async function cleanup(): Promise<void> {
   for (const worker of workers) await worker.terminate().catch(() => undefined);
   workers.clear();
-  if (bare && bare.exitCode === null) bare.kill('SIGKILL');
-  bare = undefined;
+  if (baselineServer && baselineServer.exitCode === null) baselineServer.kill('SIGKILL');
+  baselineServer = undefined;
   for (const service of [...services]) await stopService('a service', service).catch(() => undefined);
   for (const client of [...clients]) await disconnect(client);
   for (const env of [...environments]) await dispose(env).catch(() => undefined);
@@ -552,21 +566,107 @@ server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port +
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
 `;
 
-async function bareBaseline(engagelab: Fixture): Promise<LoadResult> {
-  const child = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
-  bare = child;
+/**
+ * Baseline (c), the store-first floor: the least a server can do and still answer 200 only for a
+ * committed row. `node:http` and one `pg` connection, nothing else: the body read whole, one row
+ * per request in the real `event_logs` table (the same seven columns and parameters as the
+ * service's intake writer: a UUID v7 id, the headers as JSON, the raw body), and group commit by
+ * one writer (FLOOR_WRITERS connections, each with one INSERT in flight): the requests that arrive
+ * while an INSERT is in flight go in the next one, which is sent before the answers of the last
+ * are written. No routing, no checks, no verification, no metrics, no processing of the stored
+ * rows. Prints its INSERT count on SIGTERM.
+ */
+const FLOOR_SERVER = `
+const http = require('node:http');
+const { randomBytes } = require('node:crypto');
+const { Client } = require('pg');
+const uuidV7 = () => {
+  const b = randomBytes(16);
+  b.writeUIntBE(Date.now(), 0, 6);
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+};
+const statements = new Map();
+const statement = (rows) => {
+  let text = statements.get(rows);
+  if (!text) {
+    const tuples = [];
+    for (let n = 0; n < rows * 7; n += 7)
+      tuples.push('($' + (n + 1) + '::uuid, $' + (n + 2) + ', $' + (n + 3) + '::uuid, $' + (n + 4) + ', $' + (n + 5) + '::jsonb, $' + (n + 6) + ', $' + (n + 7) + '::boolean)');
+    text = 'INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ' + tuples.join(', ');
+    statements.set(rows, text);
+  }
+  return text;
+};
+const clients = Array.from({ length: Number(process.env.FLOOR_WRITERS) }, () => new Client({ connectionString: process.env.DATABASE_URL }));
+const idle = [...clients];
+let waiting = [];
+let inserts = 0;
+const answer = (res, status, body) => {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+};
+const flush = () => {
+  if (idle.length === 0 || waiting.length === 0) return;
+  const batch = waiting.length > 500 ? waiting.splice(0, 500) : waiting;
+  if (batch === waiting) waiting = [];
+  const values = [];
+  for (const w of batch) values.push(w.id, 'engagelab', null, w.path, w.headers, w.body, false);
+  const client = idle.pop();
+  inserts++;
+  const done = (status, body) => {
+    idle.push(client);
+    flush();
+    for (const w of batch) answer(w.res, status, body);
+  };
+  client.query(statement(batch.length), values).then(
+    () => done(200, '{}'),
+    (error) => done(503, JSON.stringify({ error: String(error.message) })),
+  );
+};
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    waiting.push({ id: uuidV7(), path: req.url, headers: JSON.stringify(req.headers), body: Buffer.concat(chunks).toString('utf8'), res });
+    flush();
+  });
+});
+Promise.all(clients.map((c) => c.connect())).then(() => server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n')));
+process.on('SIGTERM', () => server.close(() => { process.stdout.write('inserts ' + inserts + '\\n'); Promise.all(clients.map((c) => c.end())).then(() => process.exit(0)); }));
+`;
+
+/** Runs one of the baseline servers above in a child process under the generator's load. */
+async function childServerBaseline(
+  label: string,
+  source: string,
+  engagelab: Fixture,
+  env: Record<string, string> = {},
+  database?: string,
+): Promise<{ warm: LoadResult; run: LoadResult; cpu: string; commits: string; lastLine: string }> {
+  const child = spawn(process.execPath, ['-e', source], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: resolve(__dirname, '..'),
+    env: { ...process.env, ...env },
+  });
+  baselineServer = child;
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const port = await new Promise<number>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error('the bare server did not start')), 10_000);
+    const timer = setTimeout(() => fail(new Error(`the ${label} did not start`)), 10_000);
     child.stdout.once('data', (chunk: Buffer) => {
       clearTimeout(timer);
       ok(Number(chunk.toString().trim()));
     });
-    child.once('exit', (code) => fail(new Error(`the bare server exited with ${code}`)));
+    child.once('exit', (code) => fail(new Error(`the ${label} exited with ${code}`)));
   });
-  log(`bare node:http server (pid ${child.pid}) at http://127.0.0.1:${port}`);
+  log(`${label} (pid ${child.pid}) at http://127.0.0.1:${port}`);
+  let loaded: Awaited<ReturnType<typeof warmAndLoad>>;
   try {
-    const { run } = await warmAndLoad(
-      'bare server',
+    loaded = await warmAndLoad(
+      label,
       {
         url: `http://127.0.0.1:${port}`,
         path: '/api/webhooks/mail-event',
@@ -575,15 +675,61 @@ async function bareBaseline(engagelab: Fixture): Promise<LoadResult> {
         template: engagelab.body,
       },
       child.pid,
-      undefined,
+      database,
     );
-    return run;
   } finally {
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
     await Promise.race([exited, sleep(5_000)]);
     if (child.exitCode === null) child.kill('SIGKILL');
-    bare = undefined;
+    baselineServer = undefined;
+  }
+  return { ...loaded, lastLine: output.trim().split('\n').pop() ?? '' };
+}
+
+async function bareBaseline(engagelab: Fixture): Promise<LoadResult> {
+  return (await childServerBaseline('bare server', BARE_SERVER, engagelab)).run;
+}
+
+interface FloorFigure {
+  run: LoadResult;
+  cpu: string;
+  commits: string;
+}
+
+/** Baseline (c) on a fresh database migrated as the service's own; checks every 200 is a row. */
+async function floorBaseline(engagelab: Fixture): Promise<FloorFigure> {
+  const env = await newEnvironment('bench_ingest_floor');
+  const dataSource = createDataSource({ url: env.databaseUrl, poolSize: 2, applicationName: 'bench-ingest' });
+  await dataSource.initialize();
+  try {
+    await runMigrations(dataSource);
+  } finally {
+    await dataSource.destroy();
+  }
+  const db = await connect(env.databaseUrl, 'bench-ingest');
+  try {
+    const label = 'store-first floor';
+    const { warm, run, cpu, lastLine } = await childServerBaseline(
+      label,
+      FLOOR_SERVER,
+      engagelab,
+      { DATABASE_URL: env.databaseUrl, FLOOR_WRITERS: String(FLOOR_WRITERS) },
+      databaseName(env),
+    );
+    const rows = (await db.query(`SELECT count(*)::int AS n FROM event_logs`)).rows[0].n as number;
+    const answered = warm.ok + run.ok;
+    if (rows !== answered)
+      problems.push(
+        `store-first floor: event_logs holds ${rows} rows but ${answered} requests were answered 200`,
+      );
+    const inserts = Number(/^inserts (\d+)$/.exec(lastLine)?.[1] ?? NaN);
+    const commits = `${label}: ${rows.toLocaleString('en-US')} rows for ${answered.toLocaleString('en-US')} 200s (warm-up included) in ${inserts.toLocaleString('en-US')} INSERTs, mean ${(rows / inserts).toFixed(1)} rows each`;
+    log(`  ${commits}`);
+    return { run, cpu, commits };
+  } finally {
+    await disconnect(db);
+    await dispose(env);
   }
 }
 
@@ -1169,11 +1315,16 @@ async function main(): Promise<void> {
       const bareRun = await bareBaseline(engagelab);
       const pgbench = await pgbenchBaseline();
       log(`  ${pgbench.line}`);
+      const floor = await floorBaseline(engagelab);
       const single = await singleEvents(engagelab);
+      log(floor.cpu);
       log(single.cpu);
       log(single.commits);
       log(
-        `single ${fmt(single.eventsPerSecond)} = ${(single.eventsPerSecond / pgbench.tps).toFixed(2)}x pgbench, ${(single.eventsPerSecond / bareRun.perSecond).toFixed(2)}x bare`,
+        `floor ${fmt(floor.run.perSecond)} = ${(floor.run.perSecond / pgbench.tps).toFixed(2)}x pgbench, ${(floor.run.perSecond / bareRun.perSecond).toFixed(2)}x bare`,
+      );
+      log(
+        `single ${fmt(single.eventsPerSecond)} = ${(single.eventsPerSecond / pgbench.tps).toFixed(2)}x pgbench, ${(single.eventsPerSecond / bareRun.perSecond).toFixed(2)}x bare, ${(single.eventsPerSecond / floor.run.perSecond).toFixed(2)}x floor`,
       );
       return;
     }
@@ -1192,6 +1343,8 @@ async function main(): Promise<void> {
     log(`  ${pgbench.line} (${pgbench.version})`);
     log(`  ${pgbenchCpu} (includes pgbench -i)`);
     if (pgbench.failed) observations.push(`pgbench reported ${pgbench.failed} failed transactions`);
+    log('baseline (c): the store-first floor (node:http, one pg connection, group commit into event_logs)');
+    const floor = await floorBaseline(engagelab);
 
     log('1. single EngageLab events to /api/webhooks/mail-event');
     const single = await singleEvents(engagelab);
@@ -1205,6 +1358,7 @@ async function main(): Promise<void> {
     process.stdout.write('\n');
     log(`bare server:  ${describeLoad(bareRun)}`);
     log(`pgbench -N:   ${pgbench.line}`);
+    log(`floor:        ${describeLoad(floor.run)}`);
     log(`single:       ${describeLoad(single.run)}`);
     log(`sendgrid:     ${describeLoad(batches.run)} = ${fmt(batches.eventsPerSecond)} events`);
     printComparison([
@@ -1228,6 +1382,18 @@ async function main(): Promise<void> {
       ['figure (no goal)', 'events/s', 'vs pgbench -N TPS', 'vs bare req/s'],
       [
         [
+          'store-first floor, baseline (c)',
+          fmt(floor.run.perSecond),
+          `${(floor.run.perSecond / pgbench.tps).toFixed(2)}x`,
+          `${(floor.run.perSecond / bareRun.perSecond).toFixed(2)}x`,
+        ],
+        [
+          `single events against the floor: ${(single.eventsPerSecond / floor.run.perSecond).toFixed(2)}x`,
+          fmt(single.eventsPerSecond),
+          `${(single.eventsPerSecond / pgbench.tps).toFixed(2)}x`,
+          `${(single.eventsPerSecond / bareRun.perSecond).toFixed(2)}x`,
+        ],
+        [
           `SendGrid, ${BATCH} events/request (${fmt(batches.run.perSecond)} requests)`,
           fmt(batches.eventsPerSecond),
           `${(batches.eventsPerSecond / pgbench.tps).toFixed(2)}x`,
@@ -1238,6 +1404,8 @@ async function main(): Promise<void> {
     process.stdout.write('\n');
     printLatency(lat);
     for (const line of [
+      floor.cpu,
+      floor.commits,
       single.cpu,
       single.commits,
       single.backlog,
