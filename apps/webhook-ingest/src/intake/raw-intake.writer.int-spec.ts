@@ -4,7 +4,7 @@ import { uuidv7 } from '@edm/event-store';
 import { Metrics } from '@edm/observability';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { createTestEnvironment, TestEnvironment } from '@edm/testing';
-import { RawIntake, RawIntakeWriter } from './raw-intake.writer';
+import { NAMED_UP_TO, RawIntake, RawIntakeWriter } from './raw-intake.writer';
 
 /** The intake's group commit against a real database: what is answered is stored, whatever fails. */
 describe('raw intake writer (Postgres)', () => {
@@ -136,6 +136,39 @@ describe('raw intake writer (Postgres)', () => {
     const others = rows.filter((r) => r.id !== taken).map((r) => r.id);
     expect((await storedIds(others)).sort()).toEqual([...others].sort());
     expect(writer.stored).toBe(20);
+  });
+
+  it('prepares each batch size once per connection, up to NAMED_UP_TO rows, and reuses it', async () => {
+    // One connection, so the test reads the writer's own session.
+    const single = createDataSource({
+      url: env.databaseUrl,
+      poolSize: 1,
+      applicationName: 'intake-test-named',
+    });
+    await single.initialize();
+    try {
+      const named = new RawIntakeWriter(single, new Metrics('test'));
+      // Stored in one turn, a burst goes as its first row alone, then the rest in one batch.
+      const burst = async (size: number) => {
+        const rows = Array.from({ length: size }, () => row());
+        await Promise.all(rows.map((r) => named.store(r)));
+        return rows.map((r) => r.id);
+      };
+      const ids = [
+        ...(await burst(NAMED_UP_TO + 2)), // 1, then NAMED_UP_TO + 1: unnamed
+        ...(await burst(NAMED_UP_TO + 1)), // 1 again, then NAMED_UP_TO
+        ...(await burst(NAMED_UP_TO + 1)), // both sizes again, bound to what was prepared
+      ];
+      expect((await storedIds(ids)).sort()).toEqual([...ids].sort());
+      expect(named.commits).toBe(6);
+      const prepared = await single.query(`SELECT name FROM pg_prepared_statements ORDER BY name`);
+      expect(prepared.map((p: { name: string }) => p.name)).toEqual([
+        'edm_intake_insert_1',
+        `edm_intake_insert_${NAMED_UP_TO}`,
+      ]);
+    } finally {
+      await single.destroy();
+    }
   });
 
   it('loses nothing it answered when its connection is killed mid-burst, and stores again after', async () => {

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { PoolClient } from 'pg';
+import type { PoolClient, QueryConfig } from 'pg';
 import { DataSource } from 'typeorm';
 import { Metrics } from '@edm/observability';
 import { refusesRows } from '@edm/persistence';
@@ -22,6 +22,15 @@ interface Waiting {
 
 const MAX_BATCH = 500;
 const COLUMNS = 7;
+/**
+ * Batches of up to this many rows go as named statements: Postgres parses and plans each size
+ * once per connection and then only binds it, where parsing and planning a fresh multi-row
+ * VALUES was about half of its work on the INSERT (docs/benchmarks.md). Bounded, so that each
+ * connection keeps at most this many small prepared statements; larger batches, which only a
+ * load beyond that many requests in flight makes, go unnamed.
+ */
+export const NAMED_UP_TO = 64;
+const statements: string[] = [];
 
 /**
  * One parameter per value, so nothing is escaped on either side: a text array parameter would be
@@ -36,6 +45,14 @@ function insertStatement(rows: number): string {
     );
   }
   return `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ${tuples.join(', ')}`;
+}
+
+/** The INSERT of a batch: named up to NAMED_UP_TO rows (its text built once per size). */
+function insertQuery(batch: Waiting[]): QueryConfig {
+  const rows = batch.length;
+  if (rows > NAMED_UP_TO) return { text: insertStatement(rows), values: insertValues(batch) };
+  const text = (statements[rows] ??= insertStatement(rows));
+  return { name: `edm_intake_insert_${rows}`, text, values: insertValues(batch) };
 }
 
 function insertValues(batch: Waiting[]): unknown[] {
@@ -169,7 +186,7 @@ export class RawIntakeWriter {
   private async insert(batch: Waiting[]): Promise<void> {
     const connection = this.connection ?? (this.connection = await this.connect());
     try {
-      await connection.client.query(insertStatement(batch.length), insertValues(batch));
+      await connection.client.query(insertQuery(batch));
     } catch (error) {
       if (this.connection === connection) this.connection = undefined;
       connection.release(error instanceof Error ? error : new Error(String(error)));
