@@ -23,11 +23,10 @@
  * (c) The store-first floor: a child process (written here) with `node:http` and one `pg`
  *     connection that stores each request as a row of `event_logs` (a fresh database migrated as
  *     the service's own) with group commit and named statements, and answers 200 once its row
- *     committed. No routing,
- *     checks or processing: what any store-first server must at least do, on the same Postgres,
- *     with the same bodies and generator. Check: as many rows as 200s. Shown beside the figures,
- *     not a goal: it tells how much of a miss is the machine's (its commits) and how much the
- *     service's.
+ *     committed. No routing, checks or processing: what any store-first server must at least do,
+ *     on the same Postgres, with the same bodies and generator. Check: as many rows as 200s.
+ *     Shown beside the figures, not a goal: it tells how much of a miss is the machine's (its
+ *     commits) and how much the service's.
  *
  * 1. Single events. A fresh test environment with only webhook-ingest (dist/, production
  *    defaults, except the per-client rate limit, which is off: all load comes from one address). EngageLab `target` events (the fixture engagelab-target.json, message_id, itime
@@ -571,25 +570,17 @@ process.on('SIGTERM', () => server.close(() => process.exit(0)));
  * Baseline (c), the store-first floor: the least a server can do and still answer 200 only for a
  * committed row. `node:http` and one `pg` connection, nothing else: the body read whole, one row
  * per request in the real `event_logs` table (the same seven columns and parameters as the
- * service's intake writer: a UUID v7 id, the headers as JSON, the raw body), and group commit by
- * one writer (FLOOR_WRITERS connections, each with one INSERT in flight): the requests that arrive
- * while an INSERT is in flight go in the next one, which is sent before the answers of the last
- * are written. Every batch size is a named statement, parsed and planned once per connection. No
- * routing, no checks, no verification, no metrics, no processing of the stored rows. Prints its
- * INSERT count on SIGTERM.
+ * service's intake writer: a UUID v7 id from the built event store, the headers as JSON, the raw
+ * body), and group commit by one writer (FLOOR_WRITERS connections, each with one INSERT in
+ * flight): the requests that arrive while an INSERT is in flight go in the next one, which is sent
+ * before the answers of the last are written. Every batch size is a named statement, parsed and
+ * planned once per connection. No routing, no checks, no verification, no metrics, no processing
+ * of the stored rows. Prints its INSERT count on SIGTERM.
  */
 const FLOOR_SERVER = `
 const http = require('node:http');
-const { randomBytes } = require('node:crypto');
 const { Client } = require('pg');
-const uuidV7 = () => {
-  const b = randomBytes(16);
-  b.writeUIntBE(Date.now(), 0, 6);
-  b[6] = (b[6] & 0x0f) | 0x70;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = b.toString('hex');
-  return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
-};
+const { uuidv7 } = require('./dist/libs/event-store/src/uuid-v7.js');
 const statements = new Map();
 const statement = (rows) => {
   let text = statements.get(rows);
@@ -632,7 +623,7 @@ const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    waiting.push({ id: uuidV7(), path: req.url, headers: JSON.stringify(req.headers), body: Buffer.concat(chunks).toString('utf8'), res });
+    waiting.push({ id: uuidv7(), path: req.url, headers: JSON.stringify(req.headers), body: Buffer.concat(chunks).toString('utf8'), res });
     flush();
   });
 });
