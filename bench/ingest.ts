@@ -1336,7 +1336,9 @@ async function main(): Promise<void> {
     log(`  ${pgbench.line} (${pgbench.version})`);
     log(`  ${pgbenchCpu} (includes pgbench -i)`);
     if (pgbench.failed) observations.push(`pgbench reported ${pgbench.failed} failed transactions`);
-    log('baseline (c): the store-first floor (node:http, one pg connection, group commit into event_logs)');
+    log(
+      'baseline (c): the store-first floor (node:http, one pg connection, named statements, group commit into event_logs)',
+    );
     const floor = await floorBaseline(engagelab);
 
     log('1. single EngageLab events to /api/webhooks/mail-event');
