@@ -689,9 +689,8 @@ async function throughputRun(
       ![
         'TaskCreated',
         'SubTasksMaterialised',
-        'SubTaskLeased',
-        'SubTaskSending',
-        'SubTaskSent',
+        'SubTaskBatchLeased',
+        'SubTaskBatchSent',
         'TaskCompleted',
       ].includes(type),
   );
@@ -700,20 +699,28 @@ async function throughputRun(
       `throughput run ${run}: unexpected events for the task: ${JSON.stringify(Object.fromEntries(unexpected))}`,
     );
   const { rows: actors } = await database().query(
-    `SELECT metadata->>'actor' AS actor, count(*)::int AS n FROM events
-      WHERE type = 'SubTaskSent' AND data->>'taskId' = $1 GROUP BY 1 ORDER BY 2 DESC`,
+    `SELECT metadata->>'actor' AS actor, sum(jsonb_array_length(data->'sent'))::int AS n FROM events
+      WHERE type = 'SubTaskBatchSent' AND data->>'taskId' = $1 GROUP BY 1 ORDER BY 2 DESC`,
     [task.id],
   );
+  const recorded = actors.reduce((sum, r) => sum + r.n, 0);
+  if (recorded !== CONTACTS)
+    observations.push(
+      `throughput run ${run}: ${recorded} sends recorded for ${CONTACTS} sub-tasks (expected one each)`,
+    );
   const { rows: perService } = await database().query(
     `SELECT service_id, count(*)::int AS n FROM sub_tasks WHERE task_id = $1 GROUP BY 1 ORDER BY 2 DESC`,
     [task.id],
   );
   const { rows: leases } = await database().query(
-    `SELECT count(*)::int AS n, round(avg(c), 1)::float8 AS avg, max(c)::int AS max FROM (
-       SELECT count(*) AS c FROM events WHERE type = 'SubTaskLeased' AND data->>'taskId' = $1
-        GROUP BY metadata->>'correlationId') b`,
+    `SELECT count(*)::int AS n, round(avg(c), 1)::float8 AS avg, max(c)::int AS max, coalesce(sum(c), 0)::int AS sum FROM (
+       SELECT jsonb_array_length(data->'subTasks') AS c FROM events WHERE type = 'SubTaskBatchLeased' AND data->>'taskId' = $1) b`,
     [task.id],
   );
+  if (leases[0].sum !== CONTACTS)
+    observations.push(
+      `throughput run ${run}: ${leases[0].sum} leases for ${CONTACTS} sub-tasks (expected one each)`,
+    );
 
   const sendWindowMs = (sandbox.last ?? 0) - (sandbox.first ?? 0);
   const result: ThroughputResult = {
@@ -736,7 +743,7 @@ async function throughputRun(
   );
   log(`  events of the task: ${JSON.stringify(events)}`);
   log(
-    `  per service: ${perService.map((r) => r.n).join(' / ')}; SubTaskSent per dispatcher: ${actors.map((r) => r.n).join(' / ')}`,
+    `  per service: ${perService.map((r) => r.n).join(' / ')}; sends recorded per dispatcher: ${actors.map((r) => r.n).join(' / ')}`,
   );
   log(`  lease batches: ${leases[0].n}, mean ${leases[0].avg}, largest ${leases[0].max} sub-tasks`);
   const codes = await stopDispatchers();

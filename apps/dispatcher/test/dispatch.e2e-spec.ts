@@ -173,7 +173,7 @@ describe('dispatcher (e2e)', () => {
     await eventually('5,000 sent', async () => (await t.get(taskId)).status === 'completed', 120_000, 250);
     expect(await exactlyOnce(taskId)).toEqual({ subtasks: 5_000, delivered: 5_000, recipients: 5_000 });
     const owners = await db.query(
-      `SELECT count(DISTINCT metadata->>'actor')::int AS n FROM events WHERE type = 'SubTaskLeased' AND data->>'taskId' = $1`,
+      `SELECT count(DISTINCT metadata->>'actor')::int AS n FROM events WHERE type = 'SubTaskBatchLeased' AND data->>'taskId' = $1`,
       [taskId],
     );
     expect(owners.rows[0].n).toBeGreaterThanOrEqual(2);
@@ -292,7 +292,8 @@ describe('dispatcher (e2e)', () => {
     const leasedAfterPause = async () =>
       (
         await db.query(
-          `SELECT count(*)::int AS n FROM events WHERE type = 'SubTaskLeased' AND data->>'taskId' = $1`,
+          `SELECT coalesce(sum(jsonb_array_length(data->'subTasks')), 0)::int AS n FROM events
+            WHERE type = 'SubTaskBatchLeased' AND data->>'taskId' = $1`,
           [taskId],
         )
       ).rows[0].n;

@@ -152,6 +152,20 @@ export const eventDataSchemas = {
     retriedWebhookEvents: z.number().int(),
   }),
 
+  /**
+   * One lease: a batch of one task's sub-tasks taken by a service and marked `sending` at once
+   * (from here a lost outcome is `unknown`). One event per batch, in a stream of its own
+   * (`lease-<uuid>`), so a mail's lease costs a share of one row rather than two rows in its
+   * sub-task's stream; the sub-tasks' own streams, and their versions, are not touched.
+   */
+  SubTaskBatchLeased: z.object({
+    taskId: id,
+    serviceId: id,
+    leaseOwner: z.string(),
+    leaseExpiresAt: isoDate,
+    subTasks: z.array(z.object({ subTaskId: id, attempt: z.number().int() })).min(1),
+  }),
+  /** A lease of one sub-task, as appended before SubTaskBatchLeased; still applied by a rebuild. */
   SubTaskLeased: z.object({
     ...subTaskRef,
     serviceId: id,
@@ -159,8 +173,27 @@ export const eventDataSchemas = {
     leaseExpiresAt: isoDate,
     attempt: z.number().int(),
   }),
-  /** The request to the provider is about to start: from here a lost outcome is `unknown`. */
+  /**
+   * The request to the provider is about to start: from here a lost outcome is `unknown`. As
+   * appended with SubTaskLeased, before SubTaskBatchLeased; still applied by a rebuild.
+   */
   SubTaskSending: z.object({ ...subTaskRef, serviceId: id }),
+  /**
+   * Sends the provider accepted, recorded together: one event per task in a batch of outcomes, in
+   * a stream of its own (`sends-<uuid>`), like SubTaskBatchLeased. Published as
+   * `edm.subtask.batch-sent`.
+   */
+  SubTaskBatchSent: z.object({
+    taskId: id,
+    serviceId: id,
+    sent: z
+      .array(z.object({ subTaskId: id, providerMessageId: z.string().nullable(), sentAt: isoDate }))
+      .min(1),
+  }),
+  /**
+   * One accepted send, as recorded before SubTaskBatchSent; still applied by a rebuild. The
+   * dispatcher's outcome of a send is still described with this type before it is recorded.
+   */
   SubTaskSent: z.object({
     ...subTaskRef,
     serviceId: id,

@@ -28,7 +28,7 @@ export const BUS_SUBSCRIPTIONS: Readonly<Record<string, readonly BusSubscription
     { durable: 'dispatcher-retry', filter: { type: 'SubTaskRetryScheduled' } },
   ],
   // Only sends matter to ingest (an event may have outrun the record of its send).
-  'webhook-ingest': [{ durable: 'webhook-ingest', filter: { type: 'SubTaskSent' } }],
+  'webhook-ingest': [{ durable: 'webhook-ingest', filter: { type: 'SubTaskBatchSent' } }],
   monitor: [{ durable: 'monitor', filter: 'all' }],
 };
 

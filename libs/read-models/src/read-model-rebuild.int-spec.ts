@@ -170,7 +170,7 @@ describe('read models rebuilt from the events', () => {
             contactId: c.contactId,
             email: c.email,
             trackingId: `tr${i}`,
-            status: i === 0 ? 'skipped' : 'pending',
+            status: i === 0 ? ('skipped' as const) : ('pending' as const),
           })),
         },
       ],
@@ -185,7 +185,7 @@ describe('read models rebuilt from the events', () => {
             contactId: c.contactId,
             email: c.email,
             trackingId: `tr2${i}`,
-            status: 'pending',
+            status: 'pending' as const,
           })),
         },
       ],
@@ -228,7 +228,28 @@ describe('read models rebuilt from the events', () => {
         },
       ],
     );
-    await one(`task-${taskId}`, ['TaskCancelled', { taskId, cancelledSubTasks: 28 }]);
+    // A lease and its sends as the dispatcher appends them now: one event for a batch, in a
+    // stream of its own. One of the two is sent, the other still in flight when the task is
+    // cancelled. Neither sub-task's own stream, or version, moves.
+    const batch: { id: string }[] = await db.query(
+      `SELECT id FROM sub_tasks WHERE task_id = $1 AND status = 'pending' ORDER BY id LIMIT 2`,
+      [taskId],
+    );
+    await one(`lease-${uuidv7()}`, [
+      'SubTaskBatchLeased',
+      {
+        taskId,
+        serviceId,
+        leaseOwner: 'd2',
+        leaseExpiresAt: at(70_000),
+        subTasks: batch.map(({ id }, i) => ({ subTaskId: id, attempt: i + 1 })),
+      },
+    ]);
+    await one(`sends-${uuidv7()}`, [
+      'SubTaskBatchSent',
+      { taskId, serviceId, sent: [{ subTaskId: batch[0].id, providerMessageId: 'pm-2', sentAt: at(4_000) }] },
+    ]);
+    await one(`task-${taskId}`, ['TaskCancelled', { taskId, cancelledSubTasks: 26 }]);
 
     const before = await snapshot();
     expect(before.sub_tasks).toHaveLength(30);
@@ -240,6 +261,27 @@ describe('read models rebuilt from the events', () => {
       delivered_at: new Date(at(2_000)),
       opened_at: new Date(at(3_000)),
     });
+    const leased = (before.sub_tasks as { id: string }[]).filter((r) => batch.some((b) => b.id === r.id));
+    expect(leased).toEqual([
+      expect.objectContaining({
+        id: batch[0].id,
+        status: 'sent',
+        provider_message_id: 'pm-2',
+        sent_at: new Date(at(4_000)),
+        lease_owner: null,
+        attempts: 1,
+        version: 0,
+      }),
+      expect.objectContaining({
+        id: batch[1].id,
+        status: 'sending',
+        service_id: serviceId,
+        lease_owner: 'd2',
+        lease_expires_at: new Date(at(70_000)),
+        attempts: 2,
+        version: 0,
+      }),
+    ]);
     const report = await rebuildReadModels(db, store, 7);
     expect(report.events).toBeGreaterThan(40);
     expect(await snapshot()).toEqual(before);

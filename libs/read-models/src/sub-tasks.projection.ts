@@ -5,8 +5,11 @@ import { Projection } from '@edm/event-store';
 
 type SubTaskEvent = Exclude<
   Extract<DomainEvent, { type: `SubTask${string}` }>,
-  { type: 'SubTasksMaterialised' }
+  { type: 'SubTasksMaterialised' | 'SubTaskBatchLeased' | 'SubTaskBatchSent' }
 >;
+
+/** Forward only: a webhook may have moved the sub-task past `sent` before the send was recorded. */
+const SENT_STATUS = `CASE WHEN s.status IN ('allocated', 'sending', 'unknown') THEN 'sent' ELSE s.status END`;
 
 /**
  * One bulk statement per event type: each sets the row exactly as the live path left it, so a
@@ -15,6 +18,7 @@ type SubTaskEvent = Exclude<
 const UPDATES: Partial<
   Record<EventType, { set: string; columns: (e: SubTaskEvent) => unknown[]; types: string[] }>
 > = {
+  // SubTaskBatchLeased and SubTaskBatchSent (one event per batch) are applied by applyBatch below.
   SubTaskLeased: {
     set: `status = 'allocated', service_id = u.c1::uuid, lease_owner = u.c2, lease_expires_at = u.c3::timestamptz, attempts = u.c4::int`,
     columns: (e) => {
@@ -25,8 +29,7 @@ const UPDATES: Partial<
   },
   SubTaskSending: { set: `status = 'sending'`, columns: () => [], types: [] },
   SubTaskSent: {
-    // Forward only: a webhook may have moved the sub-task past `sent` before the send was recorded.
-    set: `status = CASE WHEN s.status IN ('allocated', 'sending', 'unknown') THEN 'sent' ELSE s.status END,
+    set: `status = ${SENT_STATUS},
           provider_message_id = u.c1, sent_at = u.c2::timestamptz, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL`,
     columns: (e) => {
       const d = (e as DomainEvent<'SubTaskSent'>).data;
@@ -115,7 +118,53 @@ async function applyRun(tx: EntityManager, type: EventType, run: SubTaskEvent[])
   );
 }
 
-export const SUB_TASK_EVENT_TYPES = Object.keys(UPDATES) as EventType[];
+type BatchEvent = DomainEvent<'SubTaskBatchLeased'> | DomainEvent<'SubTaskBatchSent'>;
+
+/**
+ * A batch event, as the live path left its rows: a lease as the dispatcher's leasing statement
+ * did (`sending`, with the service, owner, expiry and attempt), sends as SubTaskSent would. The
+ * sub-tasks' versions count their own streams' events, which a batch event does not add to, so
+ * they stay as they are.
+ */
+async function applyBatch(tx: EntityManager, event: BatchEvent): Promise<void> {
+  if (event.type === 'SubTaskBatchLeased') {
+    const d = event.data;
+    await tx.query(
+      `UPDATE sub_tasks s SET status = 'sending', service_id = $2, lease_owner = $3, lease_expires_at = $4,
+              attempts = u.attempt, updated_at = $5
+         FROM unnest($1::uuid[], $6::int[]) AS u(id, attempt)
+        WHERE s.id = u.id`,
+      [
+        d.subTasks.map((s) => s.subTaskId),
+        d.serviceId,
+        d.leaseOwner,
+        d.leaseExpiresAt,
+        event.occurredAt,
+        d.subTasks.map((s) => s.attempt),
+      ],
+    );
+    return;
+  }
+  const sent = event.data.sent;
+  await tx.query(
+    `UPDATE sub_tasks s SET status = ${SENT_STATUS}, provider_message_id = u.message_id, sent_at = u.sent_at,
+            lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = $4
+       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, message_id, sent_at)
+      WHERE s.id = u.id`,
+    [
+      sent.map((s) => s.subTaskId),
+      sent.map((s) => s.providerMessageId),
+      sent.map((s) => s.sentAt),
+      event.occurredAt,
+    ],
+  );
+}
+
+export const SUB_TASK_EVENT_TYPES = [
+  ...Object.keys(UPDATES),
+  'SubTaskBatchLeased',
+  'SubTaskBatchSent',
+] as EventType[];
 
 export const subTasksProjection: Projection = {
   name: 'sub-tasks',
@@ -126,7 +175,14 @@ export const subTasksProjection: Projection = {
     // applies only one row per target, so a sub-task met twice starts a new statement.
     let run: SubTaskEvent[] = [];
     let ids = new Set<string>();
-    for (const event of events as SubTaskEvent[]) {
+    for (const event of events as (SubTaskEvent | BatchEvent)[]) {
+      if (event.type === 'SubTaskBatchLeased' || event.type === 'SubTaskBatchSent') {
+        if (run.length) await applyRun(tx, run[0].type, run);
+        run = [];
+        ids = new Set();
+        await applyBatch(tx, event);
+        continue;
+      }
       if (run.length && (run[0].type !== event.type || ids.has(event.data.subTaskId))) {
         await applyRun(tx, run[0].type, run);
         run = [];

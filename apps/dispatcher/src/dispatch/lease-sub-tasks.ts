@@ -1,6 +1,6 @@
 import { EntityManager } from 'typeorm';
 import { EventMetadata, newEvent, Pace } from '@edm/events';
-import { EventStore } from '@edm/event-store';
+import { EventStore, uuidv7 } from '@edm/event-store';
 import { capacity, consume, ServiceLimits, ServiceRuntime } from './service-capacity';
 
 export interface DispatchService {
@@ -81,8 +81,8 @@ export interface LeaseRequest {
  * - rows are claimed with FOR UPDATE SKIP LOCKED, so concurrent leases never take the same one,
  *   and get a lease expiry after which any replica reclaims them.
  *
- * The batch is leased and marked `sending` at once (SubTaskLeased and SubTaskSending, one row
- * write), with everything its mails need read in the same transaction: nothing touches the
+ * The batch is leased and marked `sending` at once (one row write per sub-task, one SubTaskBatchLeased
+ * event for the batch), with everything its mails need read in the same transaction: nothing touches the
  * database between this commit and the requests. Had anything failed before the commit, the
  * batch would still be pending; once committed, a lost outcome is `unknown`, never a second send.
  */
@@ -144,7 +144,7 @@ export async function leaseSubTasks(
        )
        UPDATE sub_tasks s
           SET status = 'sending', service_id = $1, lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
-              attempts = s.attempts + 1, version = s.version + 2, updated_at = now()
+              attempts = s.attempts + 1, updated_at = now()
          FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
         WHERE s.id = picked.id
       RETURNING s.id, s.task_id AS "taskId", s.email, s.tracking_id AS "trackingId",
@@ -160,23 +160,24 @@ export async function leaseSubTasks(
     `UPDATE service_runtime SET next_slot_at = $2, quota_used = $3, quota_window_start = $4 WHERE service_id = $1`,
     [service.id, after.nextSlotAt, after.quotaUsed, after.quotaWindowStart],
   );
+  const leaseExpiresAt = (leased[0] as LeasedSubTask & { leaseExpiresAt: Date }).leaseExpiresAt;
   await store.append(
     tx,
-    leased.map((s) => ({
-      streamId: `subtask-${s.id}`,
-      expectedVersion: s.version - 2 === 0 ? 'no_stream' : s.version - 2,
-      events: [
-        newEvent('SubTaskLeased', {
-          subTaskId: s.id,
-          taskId: s.taskId,
-          serviceId: service.id,
-          leaseOwner: request.owner,
-          leaseExpiresAt: (s as LeasedSubTask & { leaseExpiresAt: Date }).leaseExpiresAt.toISOString(),
-          attempt: s.attempt,
-        }),
-        newEvent('SubTaskSending', { subTaskId: s.id, taskId: s.taskId, serviceId: service.id }),
-      ],
-    })),
+    [
+      {
+        streamId: `lease-${uuidv7()}`,
+        expectedVersion: 'no_stream',
+        events: [
+          newEvent('SubTaskBatchLeased', {
+            taskId: leased[0].taskId,
+            serviceId: service.id,
+            leaseOwner: request.owner,
+            leaseExpiresAt: leaseExpiresAt.toISOString(),
+            subTasks: leased.map((s) => ({ subTaskId: s.id, attempt: s.attempt })),
+          }),
+        ],
+      },
+    ],
     meta,
     { alreadyProjected: true },
   );

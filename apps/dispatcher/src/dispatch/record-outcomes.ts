@@ -1,12 +1,38 @@
 import { EntityManager } from 'typeorm';
-import { EventMetadata, newEvent, NewEvent } from '@edm/events';
-import { EventStore, StreamAppend } from '@edm/event-store';
+import { EventData, EventMetadata, newEvent, NewEvent } from '@edm/events';
+import { EventStore, StreamAppend, uuidv7 } from '@edm/event-store';
 import { completeTasksIfDone } from '@edm/workflows';
 import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
 import { OutcomeDecision } from './send-outcome';
 
 /** Statuses from which a late-recorded send still adds its provider message id. */
 const SENT_OR_LATER = ['unknown', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
+
+/** Bytes of recorded sends per SubTaskBatchSent: far below NATS' 1 MB payload limit. */
+export const BATCH_SENT_MAX_BYTES = 256 * 1024;
+
+/** The sends in parts whose events stay below BATCH_SENT_MAX_BYTES (provider message ids vary). */
+export function byPayloadSize<T extends { providerMessageId: string | null }>(
+  sent: readonly T[],
+  maxBytes = BATCH_SENT_MAX_BYTES,
+): T[][] {
+  const parts: T[][] = [];
+  let part: T[] = [];
+  let bytes = 0;
+  for (const item of sent) {
+    // Sub-task id, send time, keys and quotes: about 110 bytes besides the message id.
+    const size = 110 + Buffer.byteLength(item.providerMessageId ?? '');
+    if (part.length && bytes + size > maxBytes) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(item);
+    bytes += size;
+  }
+  if (part.length) parts.push(part);
+  return parts;
+}
 
 export interface SendResult {
   subTask: LeasedSubTask;
@@ -48,6 +74,8 @@ export async function recordOutcomes(
   );
   const appends: StreamAppend[] = [];
   const applied: SendResult[] = [];
+  // Accepted sends are recorded per task as one SubTaskBatchSent: an event per batch, not per mail.
+  const sentByTask = new Map<string, EventData<'SubTaskBatchSent'>['sent']>();
   for (const result of results) {
     const { subTask, decision } = result;
     const row = current.get(subTask.id);
@@ -66,8 +94,24 @@ export async function recordOutcomes(
       backToPending && cancelled.has(subTask.taskId)
         ? newEvent('SubTaskCancelled', { subTaskId: subTask.id, taskId: subTask.taskId })
         : decision.event;
-    appends.push({ streamId: `subtask-${subTask.id}`, expectedVersion: row.version, events: [event] });
     applied.push(result);
+    if (event.type === 'SubTaskSent') {
+      const { subTaskId, providerMessageId, sentAt } = event.data;
+      let sent = sentByTask.get(subTask.taskId);
+      if (!sent) sentByTask.set(subTask.taskId, (sent = []));
+      sent.push({ subTaskId, providerMessageId, sentAt });
+      continue;
+    }
+    appends.push({ streamId: `subtask-${subTask.id}`, expectedVersion: row.version, events: [event] });
+  }
+  for (const [taskId, sent] of sentByTask) {
+    for (const part of byPayloadSize(sent)) {
+      appends.push({
+        streamId: `sends-${uuidv7()}`,
+        expectedVersion: 'no_stream',
+        events: [newEvent('SubTaskBatchSent', { taskId, serviceId: service.id, sent: part })],
+      });
+    }
   }
   await store.append(tx, appends, meta);
 

@@ -22,7 +22,9 @@ export class MonitorStateListener implements OnApplicationBootstrap {
 
   async apply(event: DomainEvent): Promise<void> {
     const at = event.occurredAt;
-    if (event.type === 'SubTaskSent') {
+    // Sends are recorded a batch per task at once (SubTaskBatchSent); SubTaskSent is one send,
+    // as recorded before.
+    if (event.type === 'SubTaskBatchSent' || event.type === 'SubTaskSent') {
       await handleOnce(this.dataSource, 'monitor-state', event, async (tx) => {
         await tx.query(
           `INSERT INTO monitor_service_state (service_id, last_sent_at, first_unanswered_sent_at) VALUES ($1, $2, $2)

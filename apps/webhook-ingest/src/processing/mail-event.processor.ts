@@ -149,9 +149,11 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   onApplicationBootstrap(): void {
     this.writer.onStored(() => this.wake(1));
     this.bus.addListener((event) => {
-      if (event.type !== 'SubTaskSent') return;
+      if (event.type !== 'SubTaskBatchSent') return;
       // Bounded: past it (the database away for long), the schedule alone retries.
-      if (this.justSent.size < REMATCH_BATCH * 100) this.justSent.add(event.data.subTaskId);
+      for (const { subTaskId } of event.data.sent) {
+        if (this.justSent.size < REMATCH_BATCH * 100) this.justSent.add(subTaskId);
+      }
       this.rematchSoon();
     });
     this.running = true;
@@ -580,7 +582,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
 
   /**
    * Whether a matched event waits for its sub-task's send to be recorded (backed off, and made
-   * due at once by the SubTaskSent): while the sub-task awaits its send, for at most the
+   * due at once by the SubTaskBatchSent): while the sub-task awaits its send, for at most the
    * unmatched events' age. Past it, the event is settled as matched and changes nothing.
    */
   private waitsForSend(event: PendingMailEvent, status: string | undefined): boolean {
