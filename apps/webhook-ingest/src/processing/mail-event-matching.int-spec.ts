@@ -1,6 +1,7 @@
 import { DataSource } from 'typeorm';
-import { loadConfig } from '@edm/config';
+import { AppConfig, loadConfig } from '@edm/config';
 import { EventStore, uuidv7 } from '@edm/event-store';
+import { DomainEvent, newEvent } from '@edm/events';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { EventBusSubscriber } from '@edm/platform';
@@ -15,6 +16,10 @@ describe('mail event matching (Postgres)', () => {
   let env: TestEnvironment;
   let db: DataSource;
   let processor: MailEventProcessor;
+  /** A processor running its loops and bus listener, for the one test that needs it. */
+  let live: MailEventProcessor | undefined;
+  let store: EventStore;
+  let config: AppConfig;
   const account = uuidv7();
   const otherAccount = uuidv7();
   const service = uuidv7();
@@ -157,8 +162,8 @@ describe('mail event matching (Postgres)', () => {
         ],
       );
     }
-    const config = loadConfig({ ...env.env, INGEST_UNMATCHED_MAX_AGE_MS: '600000' });
-    const store = new EventStore(db);
+    config = loadConfig({ ...env.env, INGEST_UNMATCHED_MAX_AGE_MS: '600000' });
+    store = new EventStore(db);
     store.register(...allProjections);
     const metrics = new Metrics('test');
     const logger = new JsonLogger('test', 'silent');
@@ -175,6 +180,7 @@ describe('mail event matching (Postgres)', () => {
   });
 
   afterAll(async () => {
+    await live?.beforeApplicationShutdown();
     await db.destroy();
     await env.dispose();
   });
@@ -525,4 +531,77 @@ describe('mail event matching (Postgres)', () => {
     );
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
+  it('makes the events that outran a send due at once when the bus brings its SubTaskBatchSent', async () => {
+    const early = await unsentSubTask('bus-early@example.com', 'sending');
+    const logId = await storeSandboxRequest([
+      {
+        eventId: 'e-bus-early',
+        type: 'delivered',
+        messageId: 'pm-bus-early',
+        email: early.email,
+        timestamp: Date.now(),
+      },
+    ]);
+    await processor.drain();
+    const state = async () =>
+      (
+        await db.query(
+          `SELECT m.match_status, m.match_strategy, m.next_match_at > now() AS backed_off, s.status
+             FROM mail_events m, sub_tasks s WHERE m.event_log_id = $1 AND s.id = $2`,
+          [logId, early.id],
+        )
+      )[0];
+    // Backed off for ten seconds at least: only the bus can make it due sooner.
+    expect(await state()).toMatchObject({ match_status: 'pending', backed_off: true, status: 'sending' });
+
+    // A running processor, whose bus listener is the one under test.
+    let listener: ((event: DomainEvent) => void) | undefined;
+    const bus = { addListener: (l: typeof listener) => (listener = l) } as unknown as EventBusSubscriber;
+    const metrics = new Metrics('test');
+    live = new MailEventProcessor(
+      db,
+      store,
+      new RawIntakeWriter(db, metrics),
+      bus,
+      new JsonLogger('test', 'silent'),
+      config,
+      metrics,
+    );
+    live.onApplicationBootstrap();
+    // The send, recorded as the dispatcher records it (one event for the batch), then delivered.
+    const [sent] = await db.transaction((tx) =>
+      store.append(
+        tx,
+        [
+          {
+            streamId: `sends-${uuidv7()}`,
+            expectedVersion: 'no_stream',
+            events: [
+              newEvent('SubTaskBatchSent', {
+                taskId: taskA,
+                serviceId: service,
+                sent: [
+                  {
+                    subTaskId: early.id,
+                    providerMessageId: 'pm-bus-early',
+                    sentAt: new Date().toISOString(),
+                  },
+                ],
+              }),
+            ],
+          },
+        ],
+        { correlationId: uuidv7(), causationId: null },
+      ),
+    );
+    listener!(sent);
+    const deadline = Date.now() + 8_000;
+    while ((await state()).match_status === 'pending' && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(await state()).toMatchObject({
+      match_status: 'matched',
+      match_strategy: 'provider-message-id',
+      status: 'delivered',
+    });
+  }, 15_000);
 });
