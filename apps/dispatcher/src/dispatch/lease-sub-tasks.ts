@@ -26,7 +26,6 @@ export interface LeasedSubTask {
   email: string;
   trackingId: string;
   attempt: number;
-  version: number;
   /** The contact's name and attributes, for the template (null without a contact). */
   contactName: string | null;
   attributes: Record<string, unknown> | null;
@@ -81,10 +80,11 @@ export interface LeaseRequest {
  * - rows are claimed with FOR UPDATE SKIP LOCKED, so concurrent leases never take the same one,
  *   and get a lease expiry after which any replica reclaims them.
  *
- * The batch is leased and marked `sending` at once (one row write per sub-task, one SubTaskBatchLeased
- * event for the batch), with everything its mails need read in the same transaction: nothing touches the
- * database between this commit and the requests. Had anything failed before the commit, the
- * batch would still be pending; once committed, a lost outcome is `unknown`, never a second send.
+ * The batch is leased and marked `sending` at once (one row write per sub-task, one
+ * SubTaskBatchLeased event for the batch), with everything its mails need read in the same
+ * transaction: nothing touches the database between this commit and the requests. Had anything
+ * failed before the commit, the batch would still be pending; once committed, a lost outcome is
+ * `unknown`, never a second send.
  */
 export async function leaseSubTasks(
   tx: EntityManager,
@@ -148,7 +148,7 @@ export async function leaseSubTasks(
          FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
         WHERE s.id = picked.id
       RETURNING s.id, s.task_id AS "taskId", s.email, s.tracking_id AS "trackingId",
-                s.attempts AS attempt, s.version, s.lease_expires_at AS "leaseExpiresAt",
+                s.attempts AS attempt, s.lease_expires_at AS "leaseExpiresAt",
                 c.name AS "contactName", c.attributes`,
       [service.id, service.accountId, request.owner, request.leaseMs, room.allowed],
     )

@@ -531,6 +531,7 @@ describe('mail event matching (Postgres)', () => {
     );
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
+
   it('makes the events that outran a send due at once when the bus brings its SubTaskBatchSent', async () => {
     const early = await unsentSubTask('bus-early@example.com', 'sending');
     const logId = await storeSandboxRequest([
