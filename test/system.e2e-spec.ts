@@ -115,7 +115,7 @@ describe('the system (e2e)', () => {
         'dispatcher-service': `${env.subjectPrefix}.service.>`,
         'dispatcher-released': `${env.subjectPrefix}.subtask.released`,
         'dispatcher-retry': `${env.subjectPrefix}.subtask.retry-scheduled`,
-        'webhook-ingest': `${env.subjectPrefix}.subtask.batch-sent`,
+        'webhook-ingest': `${env.subjectPrefix}.subtask.sent`,
         monitor: `${env.subjectPrefix}.>`,
       });
       expect((await jsm.streams.info(env.stream)).state.messages).toBe(rows[0].n);

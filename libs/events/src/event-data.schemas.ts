@@ -157,6 +157,7 @@ export const eventDataSchemas = {
    * (from here a lost outcome is `unknown`). One event per batch, in a stream of its own
    * (`lease-<uuid>`), so a mail's lease costs a share of one row rather than two rows in its
    * sub-task's stream; the sub-tasks' own streams, and their versions, are not touched.
+   * Published on SubTaskLeased's subject, `edm.subtask.leased`.
    */
   SubTaskBatchLeased: z.object({
     taskId: id,
@@ -180,8 +181,8 @@ export const eventDataSchemas = {
   SubTaskSending: z.object({ ...subTaskRef, serviceId: id }),
   /**
    * Sends the provider accepted, recorded together: one event per task in a batch of outcomes, in
-   * a stream of its own (`sends-<uuid>`), like SubTaskBatchLeased. Published as
-   * `edm.subtask.batch-sent`.
+   * a stream of its own (`sends-<uuid>`), like SubTaskBatchLeased. Published on SubTaskSent's
+   * subject, `edm.subtask.sent`.
    */
   SubTaskBatchSent: z.object({
     taskId: id,

@@ -17,7 +17,20 @@ const aggregateOf: Record<string, string> = {
 
 const kebab = (word: string) => word.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
 
-export function subjectFor(prefix: string, type: EventType): string {
+/**
+ * Types published on another type's subject. A lease and a batch of sends are published on the
+ * subjects SPEC appendix A fixes for them, `edm.subtask.leased` and `edm.subtask.sent`, as the
+ * per-mail events before them were: a consumer of those subjects still receives every lease and
+ * send, and tells the two forms apart by the body's `type` (the batch forms list their sub-tasks
+ * in `data.subTasks` and `data.sent`).
+ */
+const PUBLISHED_AS: Partial<Record<EventType, EventType>> = {
+  SubTaskBatchLeased: 'SubTaskLeased',
+  SubTaskBatchSent: 'SubTaskSent',
+};
+
+export function subjectFor(prefix: string, published: EventType): string {
+  const type = PUBLISHED_AS[published] ?? published;
   const aggregate = Object.keys(aggregateOf)
     .sort((a, b) => b.length - a.length)
     .find((name) => type.startsWith(name));

@@ -532,77 +532,94 @@ describe('mail event matching (Postgres)', () => {
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
 
-  it('makes the events that outran a send due at once when the bus brings its SubTaskBatchSent', async () => {
-    const early = await unsentSubTask('bus-early@example.com', 'sending');
-    const logId = await storeSandboxRequest([
-      {
-        eventId: 'e-bus-early',
-        type: 'delivered',
-        messageId: 'pm-bus-early',
-        email: early.email,
-        timestamp: Date.now(),
-      },
-    ]);
-    await processor.drain();
-    const state = async () =>
-      (
-        await db.query(
-          `SELECT m.match_status, m.match_strategy, m.next_match_at > now() AS backed_off, s.status
+  // Both forms are published on the subject webhook-ingest follows: the batch, and one send as
+  // recorded before batches (an older dispatcher's, during a rollout).
+  it.each(['SubTaskBatchSent', 'SubTaskSent'] as const)(
+    'makes the events that outran a send due at once when the bus brings its %s',
+    async (form) => {
+      const slug = form.toLowerCase();
+      const early = await unsentSubTask(`bus-early-${slug}@example.com`, 'sending');
+      const messageId = `pm-bus-early-${slug}`;
+      const logId = await storeSandboxRequest([
+        {
+          eventId: `e-bus-early-${slug}`,
+          type: 'delivered',
+          messageId,
+          email: early.email,
+          timestamp: Date.now(),
+        },
+      ]);
+      await processor.drain();
+      const state = async () =>
+        (
+          await db.query(
+            `SELECT m.match_status, m.match_strategy, m.next_match_at > now() AS backed_off, s.status
              FROM mail_events m, sub_tasks s WHERE m.event_log_id = $1 AND s.id = $2`,
-          [logId, early.id],
-        )
-      )[0];
-    // Backed off for ten seconds at least: only the bus can make it due sooner.
-    expect(await state()).toMatchObject({ match_status: 'pending', backed_off: true, status: 'sending' });
+            [logId, early.id],
+          )
+        )[0];
+      // Backed off for ten seconds at least: only the bus can make it due sooner.
+      expect(await state()).toMatchObject({ match_status: 'pending', backed_off: true, status: 'sending' });
 
-    // A running processor, whose bus listener is the one under test.
-    let listener: ((event: DomainEvent) => void) | undefined;
-    const bus = { addListener: (l: typeof listener) => (listener = l) } as unknown as EventBusSubscriber;
-    const metrics = new Metrics('test');
-    live = new MailEventProcessor(
-      db,
-      store,
-      new RawIntakeWriter(db, metrics),
-      bus,
-      new JsonLogger('test', 'silent'),
-      config,
-      metrics,
-    );
-    live.onApplicationBootstrap();
-    // The send, recorded as the dispatcher records it (one event for the batch), then delivered.
-    const [sent] = await db.transaction((tx) =>
-      store.append(
-        tx,
-        [
-          {
-            streamId: `sends-${uuidv7()}`,
-            expectedVersion: 'no_stream',
-            events: [
-              newEvent('SubTaskBatchSent', {
-                taskId: taskA,
-                serviceId: service,
-                sent: [
-                  {
-                    subTaskId: early.id,
-                    providerMessageId: 'pm-bus-early',
-                    sentAt: new Date().toISOString(),
-                  },
-                ],
-              }),
-            ],
-          },
-        ],
-        { correlationId: uuidv7(), causationId: null },
-      ),
-    );
-    listener!(sent);
-    const deadline = Date.now() + 8_000;
-    while ((await state()).match_status === 'pending' && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(await state()).toMatchObject({
-      match_status: 'matched',
-      match_strategy: 'provider-message-id',
-      status: 'delivered',
-    });
-  }, 15_000);
+      // A running processor, whose bus listener is the one under test.
+      let listener: ((event: DomainEvent) => void) | undefined;
+      const bus = { addListener: (l: typeof listener) => (listener = l) } as unknown as EventBusSubscriber;
+      const metrics = new Metrics('test');
+      await live?.beforeApplicationShutdown();
+      live = new MailEventProcessor(
+        db,
+        store,
+        new RawIntakeWriter(db, metrics),
+        bus,
+        new JsonLogger('test', 'silent'),
+        config,
+        metrics,
+      );
+      live.onApplicationBootstrap();
+      // The send, recorded as the dispatcher records it (one event for the batch), then delivered.
+      const [sent] = await db.transaction((tx) =>
+        store.append(
+          tx,
+          [
+            {
+              streamId: form === 'SubTaskBatchSent' ? `sends-${uuidv7()}` : `subtask-${early.id}`,
+              expectedVersion: form === 'SubTaskBatchSent' ? 'no_stream' : 'any',
+              events: [
+                form === 'SubTaskBatchSent'
+                  ? newEvent('SubTaskBatchSent', {
+                      taskId: taskA,
+                      serviceId: service,
+                      sent: [
+                        {
+                          subTaskId: early.id,
+                          providerMessageId: messageId,
+                          sentAt: new Date().toISOString(),
+                        },
+                      ],
+                    })
+                  : newEvent('SubTaskSent', {
+                      taskId: taskA,
+                      subTaskId: early.id,
+                      serviceId: service,
+                      providerMessageId: messageId,
+                      sentAt: new Date().toISOString(),
+                    }),
+              ],
+            },
+          ],
+          { correlationId: uuidv7(), causationId: null },
+        ),
+      );
+      listener!(sent);
+      const deadline = Date.now() + 8_000;
+      while ((await state()).match_status === 'pending' && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(await state()).toMatchObject({
+        match_status: 'matched',
+        match_strategy: 'provider-message-id',
+        status: 'delivered',
+      });
+    },
+    15_000,
+  );
 });

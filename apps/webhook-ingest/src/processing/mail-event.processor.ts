@@ -149,11 +149,18 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   onApplicationBootstrap(): void {
     this.writer.onStored(() => this.wake(1));
     this.bus.addListener((event) => {
-      if (event.type !== 'SubTaskBatchSent') return;
+      // The subject carries both forms of a recorded send: a batch, and one send as recorded
+      // before batches (still published while a rollout drains the older dispatchers' work).
+      const sent =
+        event.type === 'SubTaskBatchSent'
+          ? event.data.sent.map((send) => send.subTaskId)
+          : event.type === 'SubTaskSent'
+            ? [event.data.subTaskId]
+            : [];
+      if (sent.length === 0) return;
       // Bounded: past it (the database away for long), the schedule alone retries.
-      for (const { subTaskId } of event.data.sent) {
+      for (const subTaskId of sent)
         if (this.justSent.size < REMATCH_BATCH * 100) this.justSent.add(subTaskId);
-      }
       this.rematchSoon();
     });
     this.running = true;
