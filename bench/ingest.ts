@@ -73,8 +73,8 @@
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
  * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
  * BENCH_INGEST_ONLY=single (the three baselines and part 1 alone),
- * BENCH_INGEST_WORKERS and BENCH_INGEST_YIELD_FACTOR (webhook-ingest's INGEST_WORKERS and
- * INGEST_YIELD_FACTOR, default the service's own),
+ * BENCH_INGEST_WORKERS, BENCH_INGEST_YIELD_FACTOR and BENCH_INGEST_YIELD_ABOVE (webhook-ingest's
+ * INGEST_WORKERS, INGEST_YIELD_FACTOR and INGEST_YIELD_ABOVE_PER_SECOND, default the service's own),
  * BENCH_INGEST_CONCURRENCY (the generator's connections, default 64, for the baseline and the
  * service alike), BENCH_NODE_OPTIONS (NODE_OPTIONS for the services this bench starts, e.g. a
  * `--require` of a profiler), BENCH_INGEST_FLOOR_WRITERS (the floor's connections, each with one
@@ -223,12 +223,14 @@ const databaseName = (env: TestEnvironment) => new URL(env.databaseUrl).pathname
 async function start(app: 'api' | 'webhook-ingest' | 'dispatcher', env: Record<string, string>) {
   const workers = process.env.BENCH_INGEST_WORKERS;
   const yieldFactor = process.env.BENCH_INGEST_YIELD_FACTOR;
+  const yieldAbove = process.env.BENCH_INGEST_YIELD_ABOVE;
   const service = await startService(app, {
     ...env,
     WEBHOOK_RATE_LIMIT_PER_SECOND: '0',
     ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
     ...(workers ? { INGEST_WORKERS: workers } : {}),
     ...(yieldFactor ? { INGEST_YIELD_FACTOR: yieldFactor } : {}),
+    ...(yieldAbove ? { INGEST_YIELD_ABOVE_PER_SECOND: yieldAbove } : {}),
   });
   services.add(service);
   log(`${app} started (pid ${service.process.pid}) at ${service.url}`);
@@ -497,7 +499,8 @@ async function warmAndLoad(
     commits =
       `${label}: group commit (the service's /metrics over the window): ${count.toLocaleString('en-US')} INSERT transactions, ` +
       `mean ${(rows / count).toFixed(1)} requests each (${fmt((count * 1_000) / run.elapsedMs)} commits); ` +
-      `mean request-to-committed ${(((after.storeSum - before.storeSum) / stored) * 1_000).toFixed(1)} ms inside the service`;
+      `mean request-to-committed ${(((after.storeSum - before.storeSum) / stored) * 1_000).toFixed(1)} ms inside the service; ` +
+      describeYields(before, after);
     log(`  ${commits}`);
   }
   for (const r of [warm, run]) {
@@ -512,7 +515,15 @@ interface CommitMetrics {
   batchCount: number;
   storeSum: number;
   storeCount: number;
+  /** Pauses of processing workers giving way to intake, and their total length in seconds. */
+  yields: number;
+  yieldSeconds: number;
 }
+
+/** What the processing workers' pauses for intake came to between two readings. */
+const describeYields = (before: CommitMetrics, after: CommitMetrics) =>
+  `processing gave way to intake ${(after.yields - before.yields).toLocaleString('en-US')} times, ` +
+  `${(after.yieldSeconds - before.yieldSeconds).toFixed(2)} s in all`;
 
 /** The intake writer's batch-size histogram and the store-latency histogram, summed over labels. */
 async function commitMetrics(url: string): Promise<CommitMetrics> {
@@ -528,6 +539,8 @@ async function commitMetrics(url: string): Promise<CommitMetrics> {
     batchCount: sum('edm_webhook_commit_batch_size_count'),
     storeSum: sum('edm_webhook_store_seconds_sum'),
     storeCount: sum('edm_webhook_store_seconds_count'),
+    yields: sum('edm_webhook_processing_yields_total'),
+    yieldSeconds: sum('edm_webhook_processing_yield_seconds_total'),
   };
 }
 
@@ -1116,6 +1129,7 @@ async function latency(): Promise<LatencyFigure> {
     // answered and applied like the rest, left out of the figures and the CPU window.
     let window: CpuWindow | undefined;
     const pending: Promise<void>[] = [];
+    const metricsBefore = await commitMetrics(`${ingest.url}/metrics`);
     const paceStart = wall();
     let measuredStart = paceStart;
     let next = 0;
@@ -1151,6 +1165,9 @@ async function latency(): Promise<LatencyFigure> {
       180_000,
       200,
     ).catch((error: unknown) => problems.push(`latency: ${String(error)}`));
+    log(
+      `  ${describeYields(metricsBefore, await commitMetrics(`${ingest.url}/metrics`))} (warm-up included)`,
+    );
     await sleep(3 * WATCH_EVERY_MS + 50);
     watching = false;
     await watcher;

@@ -1,6 +1,6 @@
 import { DataSource, EntityManager } from 'typeorm';
 import { DomainEvent, EventMetadata, EventType, NewEvent } from '@edm/events';
-import { PG_UNIQUE_VIOLATION, pgErrorCode } from '@edm/persistence';
+import { NamedStatement, PG_UNIQUE_VIOLATION, pgErrorCode, queryNamed } from '@edm/persistence';
 import { ConcurrencyError, expectedAsNumber, ExpectedVersion } from './expected-version';
 import { Projection } from './projection';
 import { uuidv7 } from './uuid-v7';
@@ -55,6 +55,29 @@ const toEvent = (row: Omit<EventRow, 'global_position' | 'tx_id'>): DomainEvent 
  */
 const COMMIT_SAFE_AFTER = `WHERE (tx_id, global_position) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
   ORDER BY tx_id, global_position LIMIT $3`;
+
+/**
+ * Every append, named: the batch goes as arrays (one row each per event), the data and metadata
+ * as one JSON array each. A row whose `check_version` is set is inserted only if its stream's
+ * event of that version exists (the expected version of a stream that must exist).
+ */
+const INSERT_EVENTS = new NamedStatement(
+  `INSERT INTO events (id, stream_id, version, type, data, metadata)
+   SELECT u.id, u.stream, u.version, u.type, $5::jsonb -> (u.n::int - 1), $7::jsonb -> u.metadata_index
+     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $6::int[], $8::int[]) WITH ORDINALITY
+          AS u(id, stream, version, type, check_version, metadata_index, n)
+    WHERE u.check_version IS NULL
+       OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
+   RETURNING id, occurred_at`,
+);
+
+/** The relay's read: committed events past a checkpoint, each as the text of its envelope's parts. */
+const READ_ALL_JSON = new NamedStatement(
+  `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
+          to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
+          CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type
+     FROM events ${COMMIT_SAFE_AFTER}`,
+);
 
 /** A committed event as the JSON text of its envelope, ready to publish (readAllJson). */
 export interface GlobalEventJson {
@@ -142,26 +165,17 @@ export class EventStore {
     if (rows.length === 0) return [];
     let inserted: { id: string; occurred_at: Date }[];
     try {
-      inserted = await tx.query(
-        `INSERT INTO events (id, stream_id, version, type, data, metadata)
-         SELECT u.id, u.stream, u.version, u.type, $5::jsonb -> (u.n::int - 1), $7::jsonb -> u.metadata_index
-           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $6::int[], $8::int[]) WITH ORDINALITY
-                AS u(id, stream, version, type, check_version, metadata_index, n)
-          WHERE u.check_version IS NULL
-             OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream AND e.version = u.check_version)
-         RETURNING id, occurred_at`,
-        [
-          rows.map((r) => r.id),
-          rows.map((r) => r.stream),
-          rows.map((r) => r.version),
-          rows.map((r) => r.type),
-          // One JSON array: the events' data need no escaping as elements of a text array.
-          `[${rows.map((r) => r.data).join(',')}]`,
-          rows.map((r) => r.check),
-          `[${[...metadataTexts.keys()].join(',')}]`,
-          rows.map((r) => r.metadataIndex),
-        ],
-      );
+      ({ rows: inserted } = await queryNamed<{ id: string; occurred_at: Date }>(tx, INSERT_EVENTS, [
+        rows.map((r) => r.id),
+        rows.map((r) => r.stream),
+        rows.map((r) => r.version),
+        rows.map((r) => r.type),
+        // One JSON array: the events' data need no escaping as elements of a text array.
+        `[${rows.map((r) => r.data).join(',')}]`,
+        rows.map((r) => r.check),
+        `[${[...metadataTexts.keys()].join(',')}]`,
+        rows.map((r) => r.metadataIndex),
+      ]));
     } catch (error) {
       if (pgErrorCode(error) === PG_UNIQUE_VIOLATION) {
         throw new ConcurrencyError(appends.map((a) => a.streamId).join(','), appends[0].expectedVersion);
@@ -276,19 +290,15 @@ export class EventStore {
     limit: number,
     manager: EntityManager = this.dataSource.manager,
   ): Promise<GlobalEventJson[]> {
-    const rows: (Omit<EventRow, 'type' | 'data' | 'metadata' | 'occurred_at'> & {
-      type: EventType;
-      data: string;
-      metadata: string;
-      occurred_at: string;
-      mail_event_type: string | null;
-    })[] = await manager.query(
-      `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
-              to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
-              CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type
-         FROM events ${COMMIT_SAFE_AFTER}`,
-      [after.txId, after.position, limit],
-    );
+    const { rows } = await queryNamed<
+      Omit<EventRow, 'type' | 'data' | 'metadata' | 'occurred_at'> & {
+        type: EventType;
+        data: string;
+        metadata: string;
+        occurred_at: string;
+        mail_event_type: string | null;
+      }
+    >(manager, READ_ALL_JSON, [after.txId, after.position, limit]);
     return rows.map((row) => ({
       id: row.id,
       type: row.type,

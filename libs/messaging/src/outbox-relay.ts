@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { EventStore, GlobalCheckpoint, START } from '@edm/event-store';
+import { NamedStatement, queryNamed } from '@edm/persistence';
 import { JetStreamService } from './jetstream.service';
 
 export interface OutboxRelayOptions {
@@ -17,6 +18,19 @@ export type RelayRole = 'stopped' | 'standby' | 'active';
 
 const RELAY_LOCK_CLASS = 7_414_002;
 const HELD_BACK_RETRY_MS = 10;
+
+/** Moves the checkpoint forward only (a relay that lost its lock can never move it back). */
+const CHECKPOINT = new NamedStatement(
+  `UPDATE relay_checkpoints
+      SET tx_id = $2::xid8, position = $3, published = published + $4, updated_at = now()
+    WHERE name = $1 AND (tx_id, position) < ($2::xid8, $3::bigint)`,
+);
+
+/** Whether any event lies past the checkpoint (see heldBack). */
+const ANY_PAST = new NamedStatement(
+  `SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
+    ORDER BY tx_id, global_position LIMIT 1`,
+);
 
 /**
  * Publishes committed events from the events table (the outbox) to JetStream, in commit-safe
@@ -158,12 +172,11 @@ export class OutboxRelay {
       );
       const next = batch[batch.length - 1].checkpoint;
       // Written on the lock's own connection: if that connection is gone, so is our right to write.
-      await this.client.query(
-        `UPDATE relay_checkpoints
-            SET tx_id = $2::xid8, position = $3, published = published + $4, updated_at = now()
-          WHERE name = $1 AND (tx_id, position) < ($2::xid8, $3::bigint)`,
-        [this.options.name, next.txId, next.position, batch.length],
-      );
+      await this.client.query({
+        name: CHECKPOINT.name,
+        text: CHECKPOINT.text,
+        values: [this.options.name, next.txId, next.position, batch.length],
+      });
       this.checkpoint = next;
       this.published += batch.length;
       this.lastPublishedAt = new Date();
@@ -177,11 +190,10 @@ export class OutboxRelay {
    * sequential scan, every few milliseconds, of a table that only grows.
    */
   private async heldBack(): Promise<boolean> {
-    const rows: unknown[] = await this.dataSource.query(
-      `SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2::bigint)
-        ORDER BY tx_id, global_position LIMIT 1`,
-      [this.checkpoint.txId, this.checkpoint.position],
-    );
+    const { rows } = await queryNamed(this.dataSource, ANY_PAST, [
+      this.checkpoint.txId,
+      this.checkpoint.position,
+    ]);
     return rows.length > 0;
   }
 

@@ -2,6 +2,7 @@ import { EntityManager } from 'typeorm';
 import { DomainEvent, EventType } from '@edm/events';
 import { impliedSteps } from '@edm/domain';
 import { Projection } from '@edm/event-store';
+import { NamedStatement, queryNamed } from '@edm/persistence';
 
 type SubTaskEvent = Exclude<
   Extract<DomainEvent, { type: `SubTask${string}` }>,
@@ -94,29 +95,53 @@ const UPDATES: Partial<
   },
 };
 
-async function applyRun(tx: EntityManager, type: EventType, run: SubTaskEvent[]): Promise<void> {
-  const update = UPDATES[type];
-  if (!update) return;
+/** The statement of each type in UPDATES, built on first use. */
+const runStatements = new Map<EventType, NamedStatement>();
+
+function runStatement(type: EventType, update: NonNullable<(typeof UPDATES)[EventType]>): NamedStatement {
+  let statement = runStatements.get(type);
+  if (statement) return statement;
   const extra = update.types.map((_, i) => `c${i + 1}`);
-  const params: unknown[] = [
-    run.map((e) => e.data.subTaskId),
-    run.map((e) => e.version),
-    run.map((e) => e.occurredAt),
-  ];
-  update.types.forEach((_, i) => params.push(run.map((e) => update.columns(e)[i])));
   const arrays = [
     '$1::uuid[]',
     '$2::int[]',
     '$3::timestamptz[]',
     ...update.types.map((t, i) => `$${i + 4}::${t}[]`),
   ];
-  await tx.query(
+  statement = new NamedStatement(
     `UPDATE sub_tasks s SET ${update.set}, version = u.version, updated_at = u.at
        FROM unnest(${arrays.join(', ')}) AS u(id, version, at${extra.map((c) => `, ${c}`).join('')})
       WHERE s.id = u.id`,
-    params,
   );
+  runStatements.set(type, statement);
+  return statement;
 }
+
+async function applyRun(tx: EntityManager, type: EventType, run: SubTaskEvent[]): Promise<void> {
+  const update = UPDATES[type];
+  if (!update) return;
+  const params: unknown[] = [
+    run.map((e) => e.data.subTaskId),
+    run.map((e) => e.version),
+    run.map((e) => e.occurredAt),
+  ];
+  update.types.forEach((_, i) => params.push(run.map((e) => update.columns(e)[i])));
+  await queryNamed(tx, runStatement(type, update), params);
+}
+
+const APPLY_BATCH_LEASED = new NamedStatement(
+  `UPDATE sub_tasks s SET status = 'sending', service_id = $2, lease_owner = $3, lease_expires_at = $4,
+          attempts = u.attempt, updated_at = $5
+     FROM unnest($1::uuid[], $6::int[]) AS u(id, attempt)
+    WHERE s.id = u.id`,
+);
+
+const APPLY_BATCH_SENT = new NamedStatement(
+  `UPDATE sub_tasks s SET status = ${SENT_STATUS}, provider_message_id = u.message_id, sent_at = u.sent_at,
+          lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = $4
+     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, message_id, sent_at)
+    WHERE s.id = u.id`,
+);
 
 type BatchEvent = DomainEvent<'SubTaskBatchLeased'> | DomainEvent<'SubTaskBatchSent'>;
 
@@ -129,35 +154,23 @@ type BatchEvent = DomainEvent<'SubTaskBatchLeased'> | DomainEvent<'SubTaskBatchS
 async function applyBatch(tx: EntityManager, event: BatchEvent): Promise<void> {
   if (event.type === 'SubTaskBatchLeased') {
     const d = event.data;
-    await tx.query(
-      `UPDATE sub_tasks s SET status = 'sending', service_id = $2, lease_owner = $3, lease_expires_at = $4,
-              attempts = u.attempt, updated_at = $5
-         FROM unnest($1::uuid[], $6::int[]) AS u(id, attempt)
-        WHERE s.id = u.id`,
-      [
-        d.subTasks.map((s) => s.subTaskId),
-        d.serviceId,
-        d.leaseOwner,
-        d.leaseExpiresAt,
-        event.occurredAt,
-        d.subTasks.map((s) => s.attempt),
-      ],
-    );
+    await queryNamed(tx, APPLY_BATCH_LEASED, [
+      d.subTasks.map((s) => s.subTaskId),
+      d.serviceId,
+      d.leaseOwner,
+      d.leaseExpiresAt,
+      event.occurredAt,
+      d.subTasks.map((s) => s.attempt),
+    ]);
     return;
   }
   const sent = event.data.sent;
-  await tx.query(
-    `UPDATE sub_tasks s SET status = ${SENT_STATUS}, provider_message_id = u.message_id, sent_at = u.sent_at,
-            lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = $4
-       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, message_id, sent_at)
-      WHERE s.id = u.id`,
-    [
-      sent.map((s) => s.subTaskId),
-      sent.map((s) => s.providerMessageId),
-      sent.map((s) => s.sentAt),
-      event.occurredAt,
-    ],
-  );
+  await queryNamed(tx, APPLY_BATCH_SENT, [
+    sent.map((s) => s.subTaskId),
+    sent.map((s) => s.providerMessageId),
+    sent.map((s) => s.sentAt),
+    event.occurredAt,
+  ]);
 }
 
 export const SUB_TASK_EVENT_TYPES = [

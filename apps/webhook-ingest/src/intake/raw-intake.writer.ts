@@ -3,6 +3,7 @@ import type { PoolClient, QueryConfig } from 'pg';
 import { DataSource } from 'typeorm';
 import { Metrics } from '@edm/observability';
 import { refusesRows } from '@edm/persistence';
+import { DecayingRate } from '../processing/intake-yield';
 
 export interface RawIntake {
   id: string;
@@ -94,6 +95,7 @@ interface PoolDriver {
 export class RawIntakeWriter {
   private committed = 0;
   private transactions = 0;
+  private readonly rate = new DecayingRate();
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
@@ -120,6 +122,11 @@ export class RawIntakeWriter {
   /** Transactions that committed requests since start (stored / commits: the group commit's size). */
   get commits(): number {
     return this.transactions;
+  }
+
+  /** Requests committed per second, over about the last second (`now`: performance.now()). */
+  ratePerSecond(now = performance.now()): number {
+    return this.rate.perSecond(now);
   }
 
   onStored(listener: () => void): void {
@@ -176,6 +183,7 @@ export class RawIntakeWriter {
     this.batchSize.observe(batch.length);
     this.committed += batch.length;
     this.transactions += 1;
+    this.rate.add(batch.length, performance.now());
     batch.forEach((w) => w.resolve());
   }
 

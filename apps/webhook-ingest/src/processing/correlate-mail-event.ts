@@ -1,4 +1,5 @@
 import { EntityManager } from 'typeorm';
+import { NamedStatement, queryNamed } from '@edm/persistence';
 
 export interface MailEventClues {
   trackingId: string | null;
@@ -100,6 +101,15 @@ export const strategyStatement = (strategy: Strategy): string =>
        WHERE ${strategy.where} AND (c.account IS NULL OR account_id = c.account)
        LIMIT 2) s`;
 
+/** Each strategy's statement, named (prepared once per connection). */
+const named = new WeakMap<Strategy, NamedStatement>();
+
+function namedStatementOf(strategy: Strategy): NamedStatement {
+  let statement = named.get(strategy);
+  if (!statement) named.set(strategy, (statement = new NamedStatement(strategyStatement(strategy))));
+  return statement;
+}
+
 /**
  * Matches a batch of events, each to the one sub-task its first conclusive clue names: the
  * strategies in order, each in one statement for every event it has a clue for and that no
@@ -129,10 +139,12 @@ export async function correlateAll(
     if (asked.length === 0) continue;
     await tx.query('SAVEPOINT correlate');
     try {
-      const rows: { key: string; id: string; task_id: string; service_id: string | null }[] = await tx.query(
-        strategyStatement(strategy),
-        [JSON.stringify(asked)],
-      );
+      const { rows } = await queryNamed<{
+        key: string;
+        id: string;
+        task_id: string;
+        service_id: string | null;
+      }>(tx, namedStatementOf(strategy), [JSON.stringify(asked)]);
       await tx.query('RELEASE SAVEPOINT correlate');
       const found = new Map<string, typeof rows>();
       for (const row of rows) found.set(row.key, [...(found.get(row.key) ?? []), row]);

@@ -5,6 +5,7 @@ import { isMailEventType, MailEventType } from '@edm/domain';
 import { EventMetadata, newEvent } from '@edm/events';
 import { EventStore, StreamAppend, uuidv7 } from '@edm/event-store';
 import { JsonLogger, Metrics } from '@edm/observability';
+import { NamedStatement, queryNamed } from '@edm/persistence';
 import { EventBusSubscriber } from '@edm/platform';
 import { isWebhookProvider, ParsedMailEvent, ParseWebhookResult, parseWebhook } from '@edm/providers';
 import { RawIntakeWriter } from '../intake/raw-intake.writer';
@@ -104,6 +105,46 @@ const cluesOf = (event: PendingMailEvent): MailEventClues => ({
 /** Rows a worker claims at once: small, so that concurrent workers share a burst. */
 const BATCH = 50;
 
+/** Stored requests not yet parsed, oldest first, claimed: concurrent workers take others. */
+const CLAIM_STORED = new NamedStatement(
+  `SELECT id, source, service_id, raw_body, headers FROM event_logs WHERE status = 'received'
+    ORDER BY received_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
+);
+
+/** Matched sub-tasks, locked in id order (so concurrent workers never deadlock on them). */
+const LOCK_SUB_TASKS = new NamedStatement(
+  `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[])
+    ORDER BY id FOR UPDATE`,
+);
+
+/**
+ * A batch's outcome: each request's status, and its provider events inserted (the new ones come
+ * back), matched or pending. See `storeParsed`.
+ */
+const STORE_PARSED = new NamedStatement(
+  `WITH outcome AS (
+     UPDATE event_logs e SET status = o.status, parse_error = o.note, events = o.events, processed_at = clock_timestamp()
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS o(id, status, note, events)
+      WHERE e.id = o.id
+   )
+   INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient,
+                            provider_message_ids, tracking_id, task_id, header_message_id, url, reason, suppression,
+                            match_status, match_strategy, sub_task_id, matched_task_id, match_attempts, next_match_at)
+   SELECT u.id, u.event_log_id, u.provider, u.service_id, u.account_id, u.dedupe_key, u.type, u.raw_type, u.occurred_at, u.recipient,
+          ARRAY(SELECT jsonb_array_elements_text(u.ids::jsonb)), u.tracking_id, u.task_id, u.header_message_id, u.url, u.reason,
+          u.suppression, CASE WHEN u.sub_task_id IS NULL THEN 'pending' ELSE 'matched' END, u.strategy, u.sub_task_id,
+          u.matched_task_id, CASE WHEN u.sub_task_id IS NULL THEN $25::int ELSE 1 END,
+          CASE WHEN u.sub_task_id IS NULL THEN clock_timestamp() + make_interval(secs => $26::float8 / 1000)
+               ELSE clock_timestamp() END
+     FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::timestamptz[],
+                 $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::boolean[],
+                 $22::text[], $23::uuid[], $24::uuid[])
+          AS u(id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient, ids,
+               tracking_id, task_id, header_message_id, url, reason, suppression, strategy, sub_task_id, matched_task_id)
+   ON CONFLICT (dedupe_key) DO NOTHING
+   RETURNING ${PENDING_COLUMNS}, dedupe_key`,
+);
+
 /**
  * Turns stored requests into provider events (deduplicated), then matches each to its sub-task
  * and applies it. Runs in every replica; rows are claimed with SKIP LOCKED. Woken when requests
@@ -124,6 +165,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   private matchDueAt = 0;
   private readonly events;
   private readonly strategyErrors;
+  private readonly yields;
+  private readonly yieldSeconds;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -143,6 +186,16 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       'edm_webhook_strategy_errors_total',
       'Correlation strategies that failed (the next one still ran).',
       ['strategy'],
+    );
+    this.yields = metrics.counter(
+      'edm_webhook_processing_yields_total',
+      'Pauses of a processing worker that gave way to intake under a burst.',
+      [],
+    );
+    this.yieldSeconds = metrics.counter(
+      'edm_webhook_processing_yield_seconds_total',
+      'Time processing workers paused to give way to intake under a burst.',
+      [],
     );
   }
 
@@ -235,11 +288,17 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           more,
           stored: this.writer.stored - storedBefore,
           commits: this.writer.commits - commitsBefore,
+          ratePerSecond: this.writer.ratePerSecond(),
         },
         BATCH,
         this.config.INGEST_YIELD_FACTOR,
+        this.config.INGEST_YIELD_ABOVE_PER_SECOND,
       );
-      if (pause > 0) await this.yieldToIntake(pause);
+      if (pause > 0) {
+        this.yields.inc();
+        this.yieldSeconds.inc(pause / 1_000);
+        await this.yieldToIntake(pause);
+      }
       if (more || !this.running) continue;
       if (this.missedWakes > 0) {
         this.missedWakes -= 1;
@@ -382,12 +441,8 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     }
   }
 
-  private claimStored(tx: EntityManager): Promise<StoredRequest[]> {
-    return tx.query(
-      `SELECT id, source, service_id, raw_body, headers FROM event_logs WHERE status = 'received'
-        ORDER BY received_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
-      [BATCH],
-    );
+  private async claimStored(tx: EntityManager): Promise<StoredRequest[]> {
+    return (await queryNamed<StoredRequest>(tx, CLAIM_STORED, [BATCH])).rows;
   }
 
   /** The careful path: one request the database refuses is marked invalid, the others go on. */
@@ -484,63 +539,40 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         ? result.events.map((event) => ({ request, event, match: matches?.get(event.dedupeKey) }))
         : [],
     );
-    const fresh: StoredMailEvent[] = await tx.query(
-      `WITH outcome AS (
-         UPDATE event_logs e SET status = o.status, parse_error = o.note, events = o.events, processed_at = clock_timestamp()
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS o(id, status, note, events)
-          WHERE e.id = o.id
-       )
-       INSERT INTO mail_events (id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient,
-                                provider_message_ids, tracking_id, task_id, header_message_id, url, reason, suppression,
-                                match_status, match_strategy, sub_task_id, matched_task_id, match_attempts, next_match_at)
-       SELECT u.id, u.event_log_id, u.provider, u.service_id, u.account_id, u.dedupe_key, u.type, u.raw_type, u.occurred_at, u.recipient,
-              ARRAY(SELECT jsonb_array_elements_text(u.ids::jsonb)), u.tracking_id, u.task_id, u.header_message_id, u.url, u.reason,
-              u.suppression, CASE WHEN u.sub_task_id IS NULL THEN 'pending' ELSE 'matched' END, u.strategy, u.sub_task_id,
-              u.matched_task_id, CASE WHEN u.sub_task_id IS NULL THEN $25::int ELSE 1 END,
-              CASE WHEN u.sub_task_id IS NULL THEN clock_timestamp() + make_interval(secs => $26::float8 / 1000)
-                   ELSE clock_timestamp() END
-         FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::timestamptz[],
-                     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::boolean[],
-                     $22::text[], $23::uuid[], $24::uuid[])
-              AS u(id, event_log_id, provider, service_id, account_id, dedupe_key, type, raw_type, occurred_at, recipient, ids,
-                   tracking_id, task_id, header_message_id, url, reason, suppression, strategy, sub_task_id, matched_task_id)
-       ON CONFLICT (dedupe_key) DO NOTHING
-       RETURNING ${PENDING_COLUMNS}, dedupe_key`,
-      [
-        parsed.map(({ request }) => request.id),
-        parsed.map(({ result }) => (result.kind === 'invalid' ? 'invalid' : 'processed')),
-        parsed.map(({ result }) =>
-          result.kind === 'invalid'
-            ? result.reason
-            : result.kind === 'events'
-              ? null
-              : `SNS ${result.messageType}`,
-        ),
-        parsed.map(({ result }) => (result.kind === 'events' ? result.events.length : 0)),
-        rows.map(() => uuidv7()),
-        rows.map(({ request }) => request.id),
-        rows.map(({ request }) => request.source),
-        rows.map(({ request }) => request.service_id),
-        rows.map(({ request }) => accountOf(accounts, request.service_id)),
-        rows.map(({ event }) => event.dedupeKey),
-        rows.map(({ event }) => event.type),
-        rows.map(({ event }) => event.rawType.slice(0, 200)),
-        rows.map(({ event }) => (Number.isNaN(event.occurredAt.getTime()) ? new Date() : event.occurredAt)),
-        rows.map(({ event }) => event.recipient ?? null),
-        rows.map(({ event }) => JSON.stringify(messageIdsOf(event))),
-        rows.map(({ event }) => event.trackingId ?? null),
-        rows.map(({ event }) => event.taskId ?? null),
-        rows.map(({ event }) => event.headerMessageId ?? null),
-        rows.map(({ event }) => event.url ?? null),
-        rows.map(({ event }) => event.reason ?? null),
-        rows.map(({ event }) => event.suppression),
-        rows.map(({ match }) => match?.strategy ?? null),
-        rows.map(({ match }) => match?.subTaskId ?? null),
-        rows.map(({ match }) => match?.taskId ?? null),
-        matches ? 1 : 0,
-        matches ? retryDelayMs(0) : 0,
-      ],
-    );
+    const { rows: fresh } = await queryNamed<StoredMailEvent>(tx, STORE_PARSED, [
+      parsed.map(({ request }) => request.id),
+      parsed.map(({ result }) => (result.kind === 'invalid' ? 'invalid' : 'processed')),
+      parsed.map(({ result }) =>
+        result.kind === 'invalid'
+          ? result.reason
+          : result.kind === 'events'
+            ? null
+            : `SNS ${result.messageType}`,
+      ),
+      parsed.map(({ result }) => (result.kind === 'events' ? result.events.length : 0)),
+      rows.map(() => uuidv7()),
+      rows.map(({ request }) => request.id),
+      rows.map(({ request }) => request.source),
+      rows.map(({ request }) => request.service_id),
+      rows.map(({ request }) => accountOf(accounts, request.service_id)),
+      rows.map(({ event }) => event.dedupeKey),
+      rows.map(({ event }) => event.type),
+      rows.map(({ event }) => event.rawType.slice(0, 200)),
+      rows.map(({ event }) => (Number.isNaN(event.occurredAt.getTime()) ? new Date() : event.occurredAt)),
+      rows.map(({ event }) => event.recipient ?? null),
+      rows.map(({ event }) => JSON.stringify(messageIdsOf(event))),
+      rows.map(({ event }) => event.trackingId ?? null),
+      rows.map(({ event }) => event.taskId ?? null),
+      rows.map(({ event }) => event.headerMessageId ?? null),
+      rows.map(({ event }) => event.url ?? null),
+      rows.map(({ event }) => event.reason ?? null),
+      rows.map(({ event }) => event.suppression),
+      rows.map(({ match }) => match?.strategy ?? null),
+      rows.map(({ match }) => match?.subTaskId ?? null),
+      rows.map(({ match }) => match?.taskId ?? null),
+      matches ? 1 : 0,
+      matches ? retryDelayMs(0) : 0,
+    ]);
     const duplicates = new Map<string, number>();
     for (const { request } of rows) duplicates.set(request.source, (duplicates.get(request.source) ?? 0) + 1);
     for (const { provider } of fresh) duplicates.set(provider, duplicates.get(provider)! - 1);
@@ -628,11 +660,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   ): Promise<Map<string, SubTaskState>> {
     const ids = [...new Set([...matches.values()].map((match) => match.subTaskId))];
     if (ids.length === 0) return new Map();
-    const rows: SubTaskState[] = await tx.query(
-      `SELECT id, task_id, contact_id, status, version FROM sub_tasks WHERE id = ANY ($1::uuid[])
-        ORDER BY id FOR UPDATE`,
-      [ids],
-    );
+    const { rows } = await queryNamed<SubTaskState>(tx, LOCK_SUB_TASKS, [ids]);
     return new Map(rows.map((row) => [row.id, row]));
   }
 
