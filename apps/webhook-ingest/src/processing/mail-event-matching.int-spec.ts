@@ -288,6 +288,29 @@ describe('mail event matching (Postgres)', () => {
     expect(match).toMatchObject({ subTaskId: a.id, strategy: 'task-and-recipient' });
   });
 
+  it('without an error handler, takes no savepoints and lets a failing strategy fail the transaction', async () => {
+    const broken = {
+      name: 'tracking-id' as const,
+      clue: () => ({ tracking: a.tracking }),
+      columns: 'tracking text',
+      where: 'nonsense = c.tracking',
+    };
+    const outcome = await db
+      .transaction((tx) =>
+        correlateAll(tx, [{ key: 'one', clues: clues({ trackingId: a.tracking }) }], 86_400_000, undefined, [
+          broken,
+          ...STRATEGIES.slice(1),
+        ]),
+      )
+      .catch((error: unknown) => error);
+    expect(String(outcome)).toMatch(/nonsense/);
+    // The same events, unbroken and without savepoints, match as with them.
+    const matches = await db.transaction((tx) =>
+      correlateAll(tx, [{ key: 'one', clues: clues({ trackingId: a.tracking }) }], 86_400_000),
+    );
+    expect(matches.get('one')).toMatchObject({ subTaskId: a.id, strategy: 'tracking-id' });
+  });
+
   it('runs every strategy for a whole batch, each failing one reported once with the events it was for', async () => {
     const errors: { strategy: string; keys: string[] }[] = [];
     const broken = {

@@ -417,7 +417,9 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         );
         // Matched before they are stored, so that they are stored matched: the sub-tasks are
         // locked here, and only the events the INSERT finds new are applied.
-        const matches = await this.correlate(tx, events);
+        // Not isolated: a strategy that fails sends the batch down the careful path, where each
+        // strategy is isolated in a savepoint of its own.
+        const matches = await this.correlate(tx, events, false);
         const subTasks = await this.lockSubTasks(tx, matches);
         // An event whose sub-task awaits its send is stored pending: it waits, as matchDue has it.
         for (const [key, match] of matches)
@@ -637,20 +639,32 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       this.events.inc({ provider: event.provider, type: event.type ?? 'other', match: match.strategy });
   }
 
-  /** The five strategies for a batch of events; a strategy that fails is counted and logged. */
+  /**
+   * The five strategies for a batch of events. Isolated, a strategy that fails is counted and
+   * logged and the next one runs; else a failure fails the transaction (the common path, whose
+   * fallback stores the events pending and matches them here, isolated).
+   */
   private correlate(
     tx: EntityManager,
     events: readonly { key: string; clues: MailEventClues }[],
+    isolated: boolean,
   ): Promise<Map<string, Correlation>> {
-    return correlateAll(tx, events, this.config.INGEST_MATCH_WINDOW_MS, (strategy, error, keys) => {
-      this.strategyErrors.inc({ strategy }, keys.length);
-      this.logger.event('warn', 'correlation strategy failed', {
-        strategy,
-        events: keys.length,
-        keys: keys.slice(0, 10),
-        error: String(error),
-      });
-    });
+    return correlateAll(
+      tx,
+      events,
+      this.config.INGEST_MATCH_WINDOW_MS,
+      isolated
+        ? (strategy, error, keys) => {
+            this.strategyErrors.inc({ strategy }, keys.length);
+            this.logger.event('warn', 'correlation strategy failed', {
+              strategy,
+              events: keys.length,
+              keys: keys.slice(0, 10),
+              error: String(error),
+            });
+          }
+        : undefined,
+    );
   }
 
   /** The matched sub-tasks, locked once (in id order) and handed on: applying needs no second look. */
@@ -684,6 +698,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     const matches = await this.correlate(
       tx,
       events.map((event) => ({ key: event.id, clues: cluesOf(event) })),
+      true,
     );
     const subTasks = await this.lockSubTasks(tx, matches);
     const matched: Matched[] = [];
