@@ -207,7 +207,8 @@ async function main(): Promise<void> {
       subject: 'system',
       since: () =>
         first(
-          `SELECT occurred_at AS t FROM events WHERE type = 'MailEventRecorded' AND data->>'matchStatus' = 'unmatched'
+          `SELECT occurred_at AS t FROM events, jsonb_array_elements(data->'events') AS r
+            WHERE type = 'MailEventsRecorded' AND r->>'matchStatus' = 'unmatched'
             ORDER BY global_position OFFSET 19 LIMIT 1`,
           [],
         ),

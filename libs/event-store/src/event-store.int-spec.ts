@@ -172,8 +172,14 @@ describe('EventStore (Postgres)', () => {
       actor: 'a "quoted" actor',
     });
     await store.appendToStream(`mail-${uuidv7()}`, 'no_stream', [mail], meta);
+    const { type: _type, ...record } = mail.data;
+    const batch = newEvent('MailEventsRecorded', {
+      type: 'click',
+      events: [record, { ...record, mailEventId: uuidv7() }],
+    });
+    await store.appendToStream(`mail-events-${uuidv7()}`, 'no_stream', [batch], meta);
     await eventually('both readable', async () =>
-      (await store.readAll(START, 100_000)).some((g) => g.event.type === 'MailEventRecorded'),
+      (await store.readAll(START, 100_000)).some((g) => g.event.type === 'MailEventsRecorded'),
     );
     const parsed = await store.readAll(START, 100_000);
     const json = await store.readAllJson(START, 100_000);
@@ -183,9 +189,12 @@ describe('EventStore (Postgres)', () => {
     const recorded = json.find((j) => j.type === 'MailEventRecorded')!;
     expect(recorded.mailEventType).toBe('soft_bounce');
     expect(JSON.parse(recorded.json).data.rawType).toBe(mail.data.rawType);
-    expect(json.filter((j) => j.type !== 'MailEventRecorded').every((j) => j.mailEventType === null)).toBe(
-      true,
-    );
+    expect(json.find((j) => j.type === 'MailEventsRecorded')!.mailEventType).toBe('click');
+    expect(
+      json
+        .filter((j) => j.type !== 'MailEventRecorded' && j.type !== 'MailEventsRecorded')
+        .every((j) => j.mailEventType === null),
+    ).toBe(true);
     const mid = json[Math.floor(json.length / 2)].checkpoint;
     expect((await store.readAllJson(mid, 100_000)).map((j) => j.id)).toEqual(
       (await store.readAll(mid, 100_000)).map((p) => p.event.id),

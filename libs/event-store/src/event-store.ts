@@ -75,7 +75,7 @@ const INSERT_EVENTS = new NamedStatement(
 const READ_ALL_JSON = new NamedStatement(
   `SELECT global_position, tx_id, id, stream_id, version, type, data::text AS data, metadata::text AS metadata,
           to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS occurred_at,
-          CASE WHEN type = 'MailEventRecorded' THEN data->>'type' END AS mail_event_type
+          CASE WHEN type IN ('MailEventRecorded', 'MailEventsRecorded') THEN data->>'type' END AS mail_event_type
      FROM events ${COMMIT_SAFE_AFTER}`,
 );
 
@@ -83,7 +83,7 @@ const READ_ALL_JSON = new NamedStatement(
 export interface GlobalEventJson {
   id: string;
   type: EventType;
-  /** For MailEventRecorded, the provider event's type (it names the subject); else null. */
+  /** For recorded provider events, their provider event's type (it names the subject); else null. */
   mailEventType: string | null;
   /** The envelope, the same fields and shape as JSON.stringify of the DomainEvent. */
   json: string;

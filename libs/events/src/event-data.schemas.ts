@@ -67,6 +67,21 @@ export type SubTaskSeed = z.infer<typeof subTaskSeed>;
 
 const subTaskRef = { subTaskId: id, taskId: id };
 
+/** What is recorded of one provider event once it is correlated (or given up on). */
+const mailEventRecord = z.object({
+  mailEventId: id,
+  eventLogId: id,
+  provider: z.string(),
+  serviceId: id.nullable(),
+  type: z.string().nullable(),
+  rawType: z.string(),
+  matchStatus: z.enum(['matched', 'unmatched']),
+  matchStrategy: z.string().nullable(),
+  subTaskId: id.nullable(),
+  taskId: id.nullable(),
+  occurredAt: isoDate,
+});
+
 export const eventDataSchemas = {
   AccountCreated: z.object({ accountId: id, name: z.string() }),
   ApiKeyIssued: z.object({
@@ -222,19 +237,20 @@ export const eventDataSchemas = {
     occurredAt: isoDate,
   }),
 
-  /** A provider's event was recorded and correlated (or given up on): published as `edm.mail.<type>`. */
-  MailEventRecorded: z.object({
-    mailEventId: id,
-    eventLogId: id,
-    provider: z.string(),
-    serviceId: id.nullable(),
+  /**
+   * One provider event recorded and correlated (or given up on), published as `edm.mail.<type>`.
+   * As appended before MailEventsRecorded; still read by the monitor.
+   */
+  MailEventRecorded: mailEventRecord,
+  /**
+   * Provider events of one normalised type recorded together: one event per type in a batch that
+   * webhook-ingest settled in one transaction, in a stream of its own (`mail-events-<uuid>`), so
+   * that an event costs a share of one row and one published message rather than its own.
+   * Published on the same subject as MailEventRecorded, `edm.mail.<type>`, from `data.type`.
+   */
+  MailEventsRecorded: z.object({
     type: z.string().nullable(),
-    rawType: z.string(),
-    matchStatus: z.enum(['matched', 'unmatched']),
-    matchStrategy: z.string().nullable(),
-    subTaskId: id.nullable(),
-    taskId: id.nullable(),
-    occurredAt: isoDate,
+    events: z.array(mailEventRecord.omit({ type: true })).min(1),
   }),
 
   AlertRaised: z.object({

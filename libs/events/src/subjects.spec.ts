@@ -1,6 +1,6 @@
 import { eventDataSchemas, EventType } from './event-data.schemas';
 import { parseDomainEvent, InvalidEventError } from './domain-event';
-import { subjectFor, subjectOf } from './subjects';
+import { subjectFor, subjectOf, subjectOfStored } from './subjects';
 
 describe('subjects', () => {
   it.each<[EventType, string]>([
@@ -24,6 +24,12 @@ describe('subjects', () => {
       typeof subjectOf
     >[1];
     expect(subjectOf('edm', recorded)).toBe('edm.mail.hard-bounce');
+    const batch = {
+      type: 'MailEventsRecorded',
+      data: { type: 'click', events: [] },
+    } as unknown as Parameters<typeof subjectOf>[1];
+    expect(subjectOf('edm', batch)).toBe('edm.mail.click');
+    expect(subjectOfStored('edm', 'MailEventsRecorded', null)).toBe('edm.mail.other');
   });
 
   it('gives every event type a distinct subject, but for the batch forms of a lease and of sends', () => {

@@ -38,13 +38,23 @@ export function subjectFor(prefix: string, published: EventType): string {
   return `${prefix}.${aggregateOf[aggregate]}.${kebab(type.slice(aggregate.length))}`;
 }
 
+/** The types of recorded provider events, published by their provider event's type. */
+export type MailEventRecordType = 'MailEventRecorded' | 'MailEventsRecorded';
+
+export const isMailEventRecord = (type: EventType): type is MailEventRecordType =>
+  type === 'MailEventRecorded' || type === 'MailEventsRecorded';
+
 /** Provider events are published as `edm.mail.<normalised-event>` (kebab case), others by type. */
 export function subjectOf(prefix: string, event: DomainEvent): string {
-  return subjectOfStored(prefix, event.type, event.type === 'MailEventRecorded' ? event.data.type : null);
+  return subjectOfStored(
+    prefix,
+    event.type,
+    event.type === 'MailEventRecorded' || event.type === 'MailEventsRecorded' ? event.data.type : null,
+  );
 }
 
-/** subjectOf from the event's type and, for MailEventRecorded, its provider event's type. */
+/** subjectOf from the event's type and, for recorded provider events, their provider event's type. */
 export function subjectOfStored(prefix: string, type: EventType, mailEventType: string | null): string {
-  if (type === 'MailEventRecorded') return `${prefix}.mail.${(mailEventType ?? 'other').replace(/_/g, '-')}`;
+  if (isMailEventRecord(type)) return `${prefix}.mail.${(mailEventType ?? 'other').replace(/_/g, '-')}`;
   return subjectFor(prefix, type);
 }

@@ -16,6 +16,7 @@ import {
   DomainEvent,
   EventType,
   InvalidEventError,
+  MailEventRecordType,
   parseDomainEvent,
   subjectFor,
   subjectOf,
@@ -100,12 +101,12 @@ export class JetStreamService {
     return subjectOf(this.options.subjectPrefix, event);
   }
 
-  /** The one subject every event of `type` is published on (not for MailEventRecorded). */
-  subjectOfType(type: Exclude<EventType, 'MailEventRecorded'>): string {
+  /** The one subject every event of `type` is published on (not for recorded provider events). */
+  subjectOfType(type: Exclude<EventType, MailEventRecordType>): string {
     return subjectFor(this.options.subjectPrefix, type);
   }
 
-  /** The subject of a stored event, from its type (and for MailEventRecorded its provider event's type). */
+  /** The subject of a stored event, from its type (and for recorded provider events their type). */
   subjectOfStored(type: EventType, mailEventType: string | null): string {
     return subjectOfStored(this.options.subjectPrefix, type, mailEventType);
   }

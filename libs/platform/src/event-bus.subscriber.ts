@@ -1,12 +1,12 @@
 import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { DomainEvent, EventType } from '@edm/events';
+import { DomainEvent, EventType, MailEventRecordType } from '@edm/events';
 import { ack, AckDecision, JetStreamService } from '@edm/messaging';
 import { Metrics } from '@edm/observability';
 import { SERVICE_NAME } from './platform.module';
 
 /** What one durable consumer takes: one event type, every event of one aggregate, or everything. */
 export type BusFilter =
-  { type: Exclude<EventType, 'MailEventRecorded'> } | { aggregate: 'task' | 'service' } | 'all';
+  { type: Exclude<EventType, MailEventRecordType> } | { aggregate: 'task' | 'service' } | 'all';
 
 export interface BusSubscription {
   durable: string;

@@ -37,16 +37,19 @@ export class MonitorStateListener implements OnApplicationBootstrap {
         );
         await this.progress(tx, event.data.taskId, at);
       });
-    } else if (event.type === 'MailEventRecorded' && event.data.serviceId) {
-      const serviceId = event.data.serviceId;
+    } else if (event.type === 'MailEventRecorded' || event.type === 'MailEventsRecorded') {
+      // Recorded provider events, one (as recorded before batches) or a batch of one type.
+      const records = event.type === 'MailEventsRecorded' ? event.data.events : [event.data];
+      const serviceIds = [...new Set(records.flatMap((r) => (r.serviceId ? [r.serviceId] : [])))].sort();
+      if (serviceIds.length === 0) return;
       await handleOnce(this.dataSource, 'monitor-state', event, async (tx) => {
         await tx.query(
-          `INSERT INTO monitor_service_state (service_id, last_webhook_at) VALUES ($1, $2)
+          `INSERT INTO monitor_service_state (service_id, last_webhook_at) SELECT unnest($1::uuid[]), $2
            ON CONFLICT (service_id) DO UPDATE SET
              last_webhook_at = greatest(monitor_service_state.last_webhook_at, excluded.last_webhook_at),
              first_unanswered_sent_at = CASE WHEN monitor_service_state.first_unanswered_sent_at <= excluded.last_webhook_at THEN NULL
                                              ELSE monitor_service_state.first_unanswered_sent_at END`,
-          [serviceId, at],
+          [serviceIds, at],
         );
       });
     } else if (

@@ -378,9 +378,11 @@ describe('mail event matching (Postgres)', () => {
     });
     expect(await mailEvent(ids.old)).toMatchObject({ match_status: 'unmatched', match_attempts: 1 });
     for (const s of [s1, s2, s3, s4]) expect(await statusOf(s.id)).toBe('delivered');
+    // Recorded in batches, one event per provider event type of a batch.
     const recorded = await db.query(
-      `SELECT data->>'mailEventId' AS id, data->>'matchStatus' AS status FROM events
-        WHERE type = 'MailEventRecorded' AND data->>'mailEventId' = ANY ($1::text[]) ORDER BY 1`,
+      `SELECT r->>'mailEventId' AS id, r->>'matchStatus' AS status
+         FROM events, jsonb_array_elements(data->'events') AS r
+        WHERE type = 'MailEventsRecorded' AND r->>'mailEventId' = ANY ($1::text[]) ORDER BY 1`,
       [Object.values(ids)],
     );
     expect(recorded).toEqual(
@@ -552,7 +554,8 @@ describe('mail event matching (Postgres)', () => {
         .match_status,
     ).toBe('unmatched');
     const recorded = await db.query(
-      `SELECT data->>'matchStatus' AS s FROM events WHERE type = 'MailEventRecorded' AND data->>'eventLogId' = $1`,
+      `SELECT r->>'matchStatus' AS s FROM events, jsonb_array_elements(data->'events') AS r
+        WHERE type = 'MailEventsRecorded' AND r->>'eventLogId' = $1`,
       [logId],
     );
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);

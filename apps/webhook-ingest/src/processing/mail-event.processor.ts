@@ -723,7 +723,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       );
       await this.store.append(
         tx,
-        unmatched.map((event) => this.recorded(event, null)),
+        this.recorded(unmatched.map((event) => ({ event, match: null }))),
         this.meta(unmatched[0].event_log_id),
       );
     }
@@ -756,7 +756,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         })),
       {
         softBounceLimit: this.config.INGEST_SOFT_BOUNCE_LIMIT,
-        also: matched.map(({ event, match }) => this.recorded(event, match)),
+        also: this.recorded(matched),
         locked,
       },
     );
@@ -791,29 +791,39 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     );
   }
 
-  /** The MailEventRecorded append of one event: matched (with its sub-task) or unmatched. */
-  private recorded(event: PendingMailEvent, match: Correlation | null): StreamAppend {
-    return {
-      streamId: `mail-event-${event.id}`,
+  /**
+   * The MailEventsRecorded appends of settled events, matched (with their sub-task) or unmatched:
+   * one per provider event type, each in a stream of its own, with the metadata of the first
+   * event's request (every event names its own request).
+   */
+  private recorded(
+    settled: readonly { event: PendingMailEvent; match: Correlation | null }[],
+  ): StreamAppend[] {
+    const byType = new Map<string | null, { event: PendingMailEvent; match: Correlation | null }[]>();
+    for (const one of settled) byType.set(one.event.type, [...(byType.get(one.event.type) ?? []), one]);
+    return [...byType].map(([type, group]) => ({
+      streamId: `mail-events-${uuidv7()}`,
       expectedVersion: 'no_stream',
-      metadata: this.meta(event.event_log_id),
+      metadata: this.meta(group[0].event.event_log_id),
       events: [
-        newEvent('MailEventRecorded', {
-          mailEventId: event.id,
-          eventLogId: event.event_log_id,
-          provider: event.provider,
-          // The generic endpoint names no service: the matched sub-task's sender answers for it.
-          serviceId: event.service_id ?? match?.serviceId ?? null,
-          type: event.type,
-          rawType: event.raw_type,
-          matchStatus: match ? 'matched' : 'unmatched',
-          matchStrategy: match?.strategy ?? null,
-          subTaskId: match?.subTaskId ?? null,
-          taskId: match?.taskId ?? null,
-          occurredAt: event.occurred_at.toISOString(),
+        newEvent('MailEventsRecorded', {
+          type,
+          events: group.map(({ event, match }) => ({
+            mailEventId: event.id,
+            eventLogId: event.event_log_id,
+            provider: event.provider,
+            // The generic endpoint names no service: the matched sub-task's sender answers for it.
+            serviceId: event.service_id ?? match?.serviceId ?? null,
+            rawType: event.raw_type,
+            matchStatus: match ? 'matched' : 'unmatched',
+            matchStrategy: match?.strategy ?? null,
+            subTaskId: match?.subTaskId ?? null,
+            taskId: match?.taskId ?? null,
+            occurredAt: event.occurred_at.toISOString(),
+          })),
         }),
       ],
-    };
+    }));
   }
 
   private meta(eventLogId: string): EventMetadata {
