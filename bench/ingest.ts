@@ -73,8 +73,8 @@
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
  * BENCH_INGEST_ONLY=latency (part 3 alone, without the throughput parts or their baselines),
  * BENCH_INGEST_ONLY=single (the three baselines and part 1 alone),
- * BENCH_INGEST_WORKERS, BENCH_INGEST_YIELD_FACTOR and BENCH_INGEST_YIELD_ABOVE (webhook-ingest's
- * INGEST_WORKERS, INGEST_YIELD_FACTOR and INGEST_YIELD_ABOVE_PER_SECOND, default the service's own),
+ * BENCH_INGEST_WORKERS and BENCH_INGEST_YIELD_FACTOR (webhook-ingest's INGEST_WORKERS and
+ * INGEST_YIELD_FACTOR, default the service's own),
  * BENCH_INGEST_CONCURRENCY (the generator's connections, default 64, for the baseline and the
  * service alike), BENCH_NODE_OPTIONS (NODE_OPTIONS for the services this bench starts, e.g. a
  * `--require` of a profiler), BENCH_INGEST_FLOOR_WRITERS (the floor's connections, each with one
@@ -223,14 +223,12 @@ const databaseName = (env: TestEnvironment) => new URL(env.databaseUrl).pathname
 async function start(app: 'api' | 'webhook-ingest' | 'dispatcher', env: Record<string, string>) {
   const workers = process.env.BENCH_INGEST_WORKERS;
   const yieldFactor = process.env.BENCH_INGEST_YIELD_FACTOR;
-  const yieldAbove = process.env.BENCH_INGEST_YIELD_ABOVE;
   const service = await startService(app, {
     ...env,
     WEBHOOK_RATE_LIMIT_PER_SECOND: '0',
     ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
     ...(workers ? { INGEST_WORKERS: workers } : {}),
     ...(yieldFactor ? { INGEST_YIELD_FACTOR: yieldFactor } : {}),
-    ...(yieldAbove ? { INGEST_YIELD_ABOVE_PER_SECOND: yieldAbove } : {}),
   });
   services.add(service);
   log(`${app} started (pid ${service.process.pid}) at ${service.url}`);

@@ -3,7 +3,7 @@ import type { PoolClient, QueryConfig } from 'pg';
 import { DataSource } from 'typeorm';
 import { Metrics } from '@edm/observability';
 import { refusesRows } from '@edm/persistence';
-import { DecayingRate } from '../processing/intake-yield';
+import { CommitSaturation } from '../processing/intake-yield';
 
 export interface RawIntake {
   id: string;
@@ -95,7 +95,7 @@ interface PoolDriver {
 export class RawIntakeWriter {
   private committed = 0;
   private transactions = 0;
-  private readonly rate = new DecayingRate();
+  private readonly saturation = new CommitSaturation();
   private queue: Waiting[] = [];
   private flushing = false;
   private readonly listeners: (() => void)[] = [];
@@ -124,9 +124,9 @@ export class RawIntakeWriter {
     return this.transactions;
   }
 
-  /** Requests committed per second, over about the last second (`now`: performance.now()). */
-  ratePerSecond(now = performance.now()): number {
-    return this.rate.perSecond(now);
+  /** The share of the commits over about the last second that were full (CommitSaturation). */
+  saturatedShare(): number {
+    return this.saturation.share(performance.now());
   }
 
   onStored(listener: () => void): void {
@@ -183,7 +183,7 @@ export class RawIntakeWriter {
     this.batchSize.observe(batch.length);
     this.committed += batch.length;
     this.transactions += 1;
-    this.rate.add(batch.length, performance.now());
+    this.saturation.record(batch.length, performance.now());
     batch.forEach((w) => w.resolve());
   }
 

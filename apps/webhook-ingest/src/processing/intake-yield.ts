@@ -8,8 +8,8 @@ export interface PassUnderIntake {
   stored: number;
   /** Transactions those requests were committed in. */
   commits: number;
-  /** Intake's rate when the pass ended, requests per second over about the last second. */
-  ratePerSecond: number;
+  /** The share of intake's commits over about the last second that were full (SATURATED_REQUESTS_PER_COMMIT). */
+  saturatedShare: number;
 }
 
 /**
@@ -19,24 +19,23 @@ export interface PassUnderIntake {
  */
 export const SATURATED_REQUESTS_PER_COMMIT = 16;
 
+/** Intake counts as under a burst when at least this share of its recent commits were full. */
+export const BURST_SATURATED_SHARE = 0.5;
+
 /**
  * How long a processing worker gives way to intake after a pass (ms; 0: none). Only under a
- * burst: intake stored a whole batch meanwhile, so processing is behind anyway; intake was
- * saturated, so the cores are better spent answering providers; and its rate over about the
- * last second is above `minRatePerSecond`. A pass that was merely slow (a slow machine, a cold
- * process, a checkpoint) under a moderate rate must not pause for several times its length while
- * events wait behind it: after such a stall intake commits what queued meanwhile in a few large
- * transactions, which the rate, averaged over a second, tells from a burst.
+ * burst: intake stored a whole batch meanwhile, so processing is behind anyway; its commits
+ * during the pass were full on average, so the cores are better spent answering providers; and
+ * most of its commits over about the last second were full, so it has been saturated for a
+ * while. A pass that was merely slow (a slow machine, a cold process, a checkpoint) under a
+ * moderate rate must not pause for several times its length while events wait behind it: after
+ * such a stall intake commits what queued meanwhile in a few full transactions, among the many
+ * small ones of the rest of the second.
  */
-export function intakeYieldMs(
-  pass: PassUnderIntake,
-  batch: number,
-  factor: number,
-  minRatePerSecond: number,
-): number {
+export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: number): number {
   if (!pass.more || factor <= 0 || pass.stored < batch) return 0;
   if (pass.stored < SATURATED_REQUESTS_PER_COMMIT * pass.commits) return 0;
-  if (pass.ratePerSecond < minRatePerSecond) return 0;
+  if (pass.saturatedShare < BURST_SATURATED_SHARE) return 0;
   return pass.ms * factor;
 }
 
@@ -45,8 +44,7 @@ export const RATE_WINDOW_MS = 1_000;
 
 /**
  * A rate of arrivals averaged over about the last RATE_WINDOW_MS, each arrival's weight decaying
- * exponentially with its age: a steady r per second reads r, a silence decays it, and a stall
- * followed by the same requests in a rush leaves it where it was.
+ * exponentially with its age: a steady r per second reads r, and a silence decays it.
  */
 export class DecayingRate {
   private weight = 0;
@@ -63,5 +61,26 @@ export class DecayingRate {
 
   private weightAt(now: number): number {
     return now <= this.at ? this.weight : this.weight * Math.exp(-(now - this.at) / RATE_WINDOW_MS);
+  }
+}
+
+/**
+ * The share of intake's commits over about the last second that were full: carried
+ * SATURATED_REQUESTS_PER_COMMIT requests or more, i.e. found requests queued behind the INSERT
+ * before them. Near 1 under a burst; near 0 at a moderate rate, even just after a stall.
+ */
+export class CommitSaturation {
+  private readonly commits = new DecayingRate();
+  private readonly full = new DecayingRate();
+
+  record(requests: number, now: number): void {
+    this.commits.add(1, now);
+    if (requests >= SATURATED_REQUESTS_PER_COMMIT) this.full.add(1, now);
+  }
+
+  /** 0 without commits. */
+  share(now: number): number {
+    const all = this.commits.perSecond(now);
+    return all > 0 ? this.full.perSecond(now) / all : 0;
   }
 }

@@ -288,11 +288,10 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           more,
           stored: this.writer.stored - storedBefore,
           commits: this.writer.commits - commitsBefore,
-          ratePerSecond: this.writer.ratePerSecond(),
+          saturatedShare: this.writer.saturatedShare(),
         },
         BATCH,
         this.config.INGEST_YIELD_FACTOR,
-        this.config.INGEST_YIELD_ABOVE_PER_SECOND,
       );
       if (pause > 0) {
         this.yields.inc();
