@@ -1,4 +1,5 @@
-import { BATCH_SENT_MAX_BYTES, byPayloadSize } from './record-outcomes';
+import { BATCH_EVENT_MAX_BYTES } from '@edm/events';
+import { byPayloadSize } from './record-outcomes';
 
 const send = (i: number, id: string | null) => ({
   subTaskId: `0193a0b2-0000-7000-8000-${String(i).padStart(12, '0')}`,
@@ -19,7 +20,7 @@ describe('byPayloadSize', () => {
     expect(parts.flat()).toEqual(sent);
     for (const part of parts) {
       const event = JSON.stringify({ taskId: sent[0].subTaskId, serviceId: sent[0].subTaskId, sent: part });
-      expect(Buffer.byteLength(event)).toBeLessThanOrEqual(BATCH_SENT_MAX_BYTES + 1_000);
+      expect(Buffer.byteLength(event)).toBeLessThanOrEqual(BATCH_EVENT_MAX_BYTES + 1_000);
     }
   });
 

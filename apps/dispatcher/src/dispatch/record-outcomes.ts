@@ -1,5 +1,12 @@
 import { EntityManager } from 'typeorm';
-import { EventData, EventMetadata, newEvent, NewEvent } from '@edm/events';
+import {
+  BATCH_EVENT_MAX_BYTES,
+  EventData,
+  EventMetadata,
+  inPayloadParts,
+  newEvent,
+  NewEvent,
+} from '@edm/events';
 import { EventStore, StreamAppend, uuidv7 } from '@edm/event-store';
 import { completeTasksIfDone } from '@edm/workflows';
 import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
@@ -8,30 +15,13 @@ import { OutcomeDecision } from './send-outcome';
 /** Statuses from which a late-recorded send still adds its provider message id. */
 const SENT_OR_LATER = ['unknown', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
 
-/** Bytes of recorded sends per SubTaskBatchSent: far below NATS' 1 MB payload limit. */
-export const BATCH_SENT_MAX_BYTES = 256 * 1024;
-
-/** The sends in parts whose events stay below BATCH_SENT_MAX_BYTES (provider message ids vary). */
+/** The sends in parts whose SubTaskBatchSent events stay below `maxBytes` (provider message ids vary). */
 export function byPayloadSize<T extends { providerMessageId: string | null }>(
   sent: readonly T[],
-  maxBytes = BATCH_SENT_MAX_BYTES,
+  maxBytes = BATCH_EVENT_MAX_BYTES,
 ): T[][] {
-  const parts: T[][] = [];
-  let part: T[] = [];
-  let bytes = 0;
-  for (const item of sent) {
-    // Sub-task id, send time, keys and quotes: about 110 bytes besides the message id.
-    const size = 110 + Buffer.byteLength(item.providerMessageId ?? '');
-    if (part.length && bytes + size > maxBytes) {
-      parts.push(part);
-      part = [];
-      bytes = 0;
-    }
-    part.push(item);
-    bytes += size;
-  }
-  if (part.length) parts.push(part);
-  return parts;
+  // Sub-task id, send time, keys and quotes: about 110 bytes besides the message id.
+  return inPayloadParts(sent, (item) => 110 + Buffer.byteLength(item.providerMessageId ?? ''), maxBytes);
 }
 
 export interface SendResult {

@@ -1,7 +1,7 @@
 import { DataSource } from 'typeorm';
 import { AppConfig, loadConfig } from '@edm/config';
 import { EventStore, uuidv7 } from '@edm/event-store';
-import { DomainEvent, newEvent } from '@edm/events';
+import { BATCH_EVENT_MAX_BYTES, DomainEvent, newEvent } from '@edm/events';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { EventBusSubscriber } from '@edm/platform';
@@ -560,6 +560,48 @@ describe('mail event matching (Postgres)', () => {
     );
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
+
+  it('records a batch of thousands of provider events in MailEventsRecorded parts NATS can carry, each event once', async () => {
+    const n = 2_000;
+    const rows: { id: string; tracking_id: string }[] = await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, sent_at, created_at, updated_at)
+       SELECT gen_random_uuid(), $1, $2, 'bulk' || i || '@example.com', 'sent', $3, 'bulk-' || i, now(), now(), now()
+         FROM generate_series(1, $4::int) AS i
+       RETURNING id, tracking_id`,
+      [taskB, account, service, n],
+    );
+    const logId = await storeSandboxRequest(
+      rows.map((row, i) => ({
+        eventId: `e-bulk-${i}`,
+        type: 'delivered',
+        trackingId: row.tracking_id,
+        email: `bulk${i + 1}@example.com`,
+        timestamp: Date.now(),
+      })),
+    );
+    await processor.drain();
+    const parts: { bytes: number; listed: number; type: string; ids: string[] }[] = await db.query(
+      `SELECT octet_length(data::text) AS bytes, jsonb_array_length(data->'events') AS listed, data->>'type' AS type,
+              ARRAY(SELECT r->>'mailEventId' FROM jsonb_array_elements(data->'events') AS r) AS ids
+         FROM events WHERE type = 'MailEventsRecorded' AND data->'events'->0->>'eventLogId' = $1`,
+      [logId],
+    );
+    expect(parts.length).toBeGreaterThan(1);
+    for (const part of parts) {
+      expect(part.type).toBe('delivered');
+      // As the relay publishes it (jsonb's text, a space after every ':' and ','): near the
+      // limit, far below NATS' 1 MB.
+      expect(part.bytes).toBeLessThanOrEqual(BATCH_EVENT_MAX_BYTES * 1.1);
+    }
+    const ids = parts.flatMap((part) => part.ids);
+    expect(ids).toHaveLength(n);
+    expect(new Set(ids).size).toBe(n);
+    const [{ delivered }] = await db.query(
+      `SELECT count(*)::int AS delivered FROM sub_tasks WHERE task_id = $1 AND email LIKE 'bulk%' AND status = 'delivered'`,
+      [taskB],
+    );
+    expect(delivered).toBe(n);
+  }, 30_000);
 
   // Both forms are published on the subject webhook-ingest follows: the batch, and one send as
   // recorded before batches (an older dispatcher's, during a rollout).

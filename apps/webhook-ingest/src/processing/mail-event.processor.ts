@@ -2,7 +2,7 @@ import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap }
 import { DataSource, EntityManager } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '@edm/config';
 import { isMailEventType, MailEventType } from '@edm/domain';
-import { EventMetadata, newEvent } from '@edm/events';
+import { EventData, EventMetadata, inPayloadParts, newEvent } from '@edm/events';
 import { EventStore, StreamAppend, uuidv7 } from '@edm/event-store';
 import { JsonLogger, Metrics } from '@edm/observability';
 import { NamedStatement, queryNamed } from '@edm/persistence';
@@ -792,37 +792,39 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
 
   /**
    * The MailEventsRecorded appends of settled events, matched (with their sub-task) or unmatched:
-   * one per provider event type, each in a stream of its own, with the metadata of the first
-   * event's request (every event names its own request).
+   * one per provider event type, split where the events it lists would pass
+   * BATCH_EVENT_MAX_BYTES (a batch of SendGrid requests holds thousands), each in a stream of its
+   * own, with the metadata of its first event's request (every event names its own request).
    */
   private recorded(
     settled: readonly { event: PendingMailEvent; match: Correlation | null }[],
   ): StreamAppend[] {
-    const byType = new Map<string | null, { event: PendingMailEvent; match: Correlation | null }[]>();
-    for (const one of settled) byType.set(one.event.type, [...(byType.get(one.event.type) ?? []), one]);
-    return [...byType].map(([type, group]) => ({
-      streamId: `mail-events-${uuidv7()}`,
-      expectedVersion: 'no_stream',
-      metadata: this.meta(group[0].event.event_log_id),
-      events: [
-        newEvent('MailEventsRecorded', {
-          type,
-          events: group.map(({ event, match }) => ({
-            mailEventId: event.id,
-            eventLogId: event.event_log_id,
-            provider: event.provider,
-            // The generic endpoint names no service: the matched sub-task's sender answers for it.
-            serviceId: event.service_id ?? match?.serviceId ?? null,
-            rawType: event.raw_type,
-            matchStatus: match ? 'matched' : 'unmatched',
-            matchStrategy: match?.strategy ?? null,
-            subTaskId: match?.subTaskId ?? null,
-            taskId: match?.taskId ?? null,
-            occurredAt: event.occurred_at.toISOString(),
-          })),
-        }),
-      ],
-    }));
+    const byType = new Map<string | null, EventData<'MailEventsRecorded'>['events']>();
+    for (const { event, match } of settled) {
+      let records = byType.get(event.type);
+      if (!records) byType.set(event.type, (records = []));
+      records.push({
+        mailEventId: event.id,
+        eventLogId: event.event_log_id,
+        provider: event.provider,
+        // The generic endpoint names no service: the matched sub-task's sender answers for it.
+        serviceId: event.service_id ?? match?.serviceId ?? null,
+        rawType: event.raw_type,
+        matchStatus: match ? 'matched' : 'unmatched',
+        matchStrategy: match?.strategy ?? null,
+        subTaskId: match?.subTaskId ?? null,
+        taskId: match?.taskId ?? null,
+        occurredAt: event.occurred_at.toISOString(),
+      });
+    }
+    return [...byType].flatMap(([type, records]) =>
+      inPayloadParts(records, (record) => Buffer.byteLength(JSON.stringify(record))).map((events) => ({
+        streamId: `mail-events-${uuidv7()}`,
+        expectedVersion: 'no_stream' as const,
+        metadata: this.meta(events[0].eventLogId),
+        events: [newEvent('MailEventsRecorded', { type, events })],
+      })),
+    );
   }
 
   private meta(eventLogId: string): EventMetadata {
