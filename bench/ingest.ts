@@ -64,10 +64,11 @@
  * server, Postgres backends of the run's database, other Postgres, everything else), read from
  * /proc, to see what shared the cores; the intake's group commit over each throughput window,
  * from the service's own /metrics (edm_webhook_commit_batch_size: INSERT transactions and mean
- * requests per transaction; edm_webhook_store_seconds: mean time to committed); and, after each
- * throughput window (no more intake), how
- * far the processor had parsed the stored requests and how fast it parses the rest (watched for
- * at most CATCH_UP_MS; not a figure).
+ * requests per transaction; edm_webhook_store_seconds: mean time to committed); how often and how
+ * long processing paused for intake, over each throughput window and over part 3
+ * (edm_webhook_processing_yields_total, edm_webhook_processing_yield_seconds_total); and, after
+ * each throughput window (no more intake), how far the processor had parsed the stored requests
+ * and how fast it parses the rest (watched for at most CATCH_UP_MS; not a figure).
  *
  * Overrides for exploring (the documented figures use the defaults): BENCH_INGEST_DURATION_MS
  * (each throughput window, default 15000), BENCH_INGEST_RECIPIENTS (part 3, default 5000),
