@@ -565,17 +565,17 @@ describe('mail event matching (Postgres)', () => {
     const n = 2_000;
     const rows: { id: string; tracking_id: string }[] = await db.query(
       `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, tracking_id, sent_at, created_at, updated_at)
-       SELECT gen_random_uuid(), $1, $2, 'bulk' || i || '@example.com', 'sent', $3, 'bulk-' || i, now(), now(), now()
+       SELECT gen_random_uuid(), $1, $2, 'mass' || i || '@example.com', 'sent', $3, 'mass-' || i, now(), now(), now()
          FROM generate_series(1, $4::int) AS i
        RETURNING id, tracking_id`,
       [taskB, account, service, n],
     );
     const logId = await storeSandboxRequest(
       rows.map((row, i) => ({
-        eventId: `e-bulk-${i}`,
+        eventId: `e-mass-${i}`,
         type: 'delivered',
         trackingId: row.tracking_id,
-        email: `bulk${i + 1}@example.com`,
+        email: `mass${i + 1}@example.com`,
         timestamp: Date.now(),
       })),
     );
@@ -597,7 +597,7 @@ describe('mail event matching (Postgres)', () => {
     expect(ids).toHaveLength(n);
     expect(new Set(ids).size).toBe(n);
     const [{ delivered }] = await db.query(
-      `SELECT count(*)::int AS delivered FROM sub_tasks WHERE task_id = $1 AND email LIKE 'bulk%' AND status = 'delivered'`,
+      `SELECT count(*)::int AS delivered FROM sub_tasks WHERE task_id = $1 AND tracking_id LIKE 'mass-%' AND status = 'delivered'`,
       [taskB],
     );
     expect(delivered).toBe(n);
