@@ -3,6 +3,7 @@ import {
   CommitSaturation,
   DecayingRate,
   intakeYieldMs,
+  MAX_YIELD_MS,
   RATE_WINDOW_MS,
   SATURATED_REQUESTS_PER_COMMIT,
 } from './intake-yield';
@@ -36,6 +37,12 @@ describe('intakeYieldMs', () => {
     // A 300 ms pass at 1,000 requests/s: 300 stored in 6 commits of 50. Each is as full as under
     // a burst, but they are a few among the second's small commits.
     expect(yieldMs({ ms: 300, more: true, stored: 300, commits: 6, saturatedShare: 0.05 })).toBe(0);
+  });
+
+  it('pauses at most MAX_YIELD_MS after a slow pass, as a fresh process makes at first', () => {
+    // The first second of a fresh process at 1,000 events/s: a 145 ms pass, intake's commits full.
+    expect(yieldMs({ ...burst, ms: 145 }, 10)).toBe(MAX_YIELD_MS);
+    expect(yieldMs({ ...burst, ms: 30 }, 10)).toBe(300);
   });
 
   it('does not pause when processing caught up, intake stored less than a batch, or the factor is 0', () => {

@@ -19,6 +19,13 @@ export interface PassUnderIntake {
  */
 export const SATURATED_REQUESTS_PER_COMMIT = 16;
 
+/**
+ * The longest pause (ms). Under a burst a pass takes tens of milliseconds, so its pause stays
+ * below this; a pass slowed by something else (a fresh process's first second, a stall), which
+ * can make intake look saturated at a moderate rate, must not hold processing back for seconds.
+ */
+export const MAX_YIELD_MS = 500;
+
 /** Intake counts as under a burst when at least this share of its recent commits were full. */
 export const BURST_SATURATED_SHARE = 0.5;
 
@@ -36,7 +43,7 @@ export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: numb
   if (!pass.more || factor <= 0 || pass.stored < batch) return 0;
   if (pass.stored < SATURATED_REQUESTS_PER_COMMIT * pass.commits) return 0;
   if (pass.saturatedShare < BURST_SATURATED_SHARE) return 0;
-  return pass.ms * factor;
+  return Math.min(pass.ms * factor, MAX_YIELD_MS);
 }
 
 /** The time constant of DecayingRate: a rate over about the last second. */
