@@ -580,8 +580,8 @@ describe('mail event matching (Postgres)', () => {
       })),
     );
     await processor.drain();
-    const parts: { bytes: number; listed: number; type: string; ids: string[] }[] = await db.query(
-      `SELECT octet_length(data::text) AS bytes, jsonb_array_length(data->'events') AS listed, data->>'type' AS type,
+    const parts: { bytes: number; type: string; ids: string[] }[] = await db.query(
+      `SELECT octet_length(data::text) AS bytes, data->>'type' AS type,
               ARRAY(SELECT r->>'mailEventId' FROM jsonb_array_elements(data->'events') AS r) AS ids
          FROM events WHERE type = 'MailEventsRecorded' AND data->'events'->0->>'eventLogId' = $1`,
       [logId],
