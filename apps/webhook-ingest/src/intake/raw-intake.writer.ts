@@ -124,7 +124,7 @@ export class RawIntakeWriter {
     return this.transactions;
   }
 
-  /** The share of the commits over about the last second that were full (CommitSaturation). */
+  /** The share of the requests over about the last second committed in full commits (CommitSaturation). */
   saturatedShare(): number {
     return this.saturation.share(performance.now());
   }

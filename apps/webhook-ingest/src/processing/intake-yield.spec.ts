@@ -100,7 +100,29 @@ describe('CommitSaturation', () => {
     t = commits((n, at) => saturation.record(n, at), 50, 300, 50, t + 300) - 300;
     expect(saturation.share(t + 300)).toBeLessThan(BURST_SATURATED_SHARE);
     t = commits((n, at) => saturation.record(n, at), 6, 200, 6, t + 300);
+    expect(saturation.share(t)).toBeLessThan(0.3);
+    t = commits((n, at) => saturation.record(n, at), 6, RATE_WINDOW_MS, 6, t);
     expect(saturation.share(t)).toBeLessThan(0.1);
+  });
+
+  it('reads a burst whose requests arrive in clumps, each a full commit and a small one', () => {
+    // Processing holds the event loop, and the 64 requests in flight come back together: a
+    // commit of 60 and one of the 4 stragglers, every 6 ms. Half the commits are small, but
+    // nearly every request went in a full one.
+    const saturation = new CommitSaturation();
+    let t = 0;
+    for (let clump = 0; clump < 300; clump += 1) {
+      saturation.record(60, (t += 3));
+      saturation.record(4, (t += 3));
+    }
+    expect(saturation.share(t)).toBeGreaterThan(0.9);
+    expect(
+      intakeYieldMs(
+        { ms: 20, more: true, stored: 192, commits: 6, saturatedShare: saturation.share(t) },
+        50,
+        10,
+      ),
+    ).toBe(200);
   });
 
   it('reaches the burst share within a fraction of a second of a burst starting', () => {

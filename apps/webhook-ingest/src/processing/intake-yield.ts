@@ -8,7 +8,7 @@ export interface PassUnderIntake {
   stored: number;
   /** Transactions those requests were committed in. */
   commits: number;
-  /** The share of intake's commits over about the last second that were full (SATURATED_REQUESTS_PER_COMMIT). */
+  /** The share of intake's requests over about the last second committed in full commits (CommitSaturation). */
   saturatedShare: number;
 }
 
@@ -26,18 +26,18 @@ export const SATURATED_REQUESTS_PER_COMMIT = 16;
  */
 export const MAX_YIELD_MS = 500;
 
-/** Intake counts as under a burst when at least this share of its recent commits were full. */
+/** Intake counts as under a burst when at least this share of its recent requests went in full commits. */
 export const BURST_SATURATED_SHARE = 0.5;
 
 /**
  * How long a processing worker gives way to intake after a pass (ms; 0: none). Only under a
  * burst: intake stored a whole batch meanwhile, so processing is behind anyway; its commits
  * during the pass were full on average, so the cores are better spent answering providers; and
- * most of its commits over about the last second were full, so it has been saturated for a
- * while. A pass that was merely slow (a slow machine, a cold process, a checkpoint) under a
+ * most of its requests over about the last second went in full commits, so it has been saturated
+ * for a while. A pass that was merely slow (a slow machine, a cold process, a checkpoint) under a
  * moderate rate must not pause for several times its length while events wait behind it: after
- * such a stall intake commits what queued meanwhile in a few full transactions, among the many
- * small ones of the rest of the second.
+ * such a stall intake commits what queued meanwhile in a few full transactions, a small part of
+ * the second's requests.
  */
 export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: number): number {
   if (!pass.more || factor <= 0 || pass.stored < batch) return 0;
@@ -72,22 +72,28 @@ export class DecayingRate {
 }
 
 /**
- * The share of intake's commits over about the last second that were full: carried
- * SATURATED_REQUESTS_PER_COMMIT requests or more, i.e. found requests queued behind the INSERT
- * before them. Near 1 under a burst; near 0 at a moderate rate, even just after a stall.
+ * The share of intake's requests over about the last second that were committed in full commits:
+ * commits of SATURATED_REQUESTS_PER_COMMIT requests or more, which found requests queued behind
+ * the INSERT before them. Near 1 under a burst; near 0 at a moderate rate, and well below half
+ * just after a stall there.
+ *
+ * Weighed by requests, not by commits: while processing holds the event loop under a burst, the
+ * requests in flight arrive in clumps, each committed as one full transaction followed by a small
+ * one with the stragglers. Counted by commits, that read as under half full, no pass paused, and
+ * processing kept intake in that state (0.53x the store-first floor in bench/ingest).
  */
 export class CommitSaturation {
-  private readonly commits = new DecayingRate();
+  private readonly requests = new DecayingRate();
   private readonly full = new DecayingRate();
 
   record(requests: number, now: number): void {
-    this.commits.add(1, now);
-    if (requests >= SATURATED_REQUESTS_PER_COMMIT) this.full.add(1, now);
+    this.requests.add(requests, now);
+    if (requests >= SATURATED_REQUESTS_PER_COMMIT) this.full.add(requests, now);
   }
 
   /** 0 without commits. */
   share(now: number): number {
-    const all = this.commits.perSecond(now);
+    const all = this.requests.perSecond(now);
     return all > 0 ? this.full.perSecond(now) / all : 0;
   }
 }
