@@ -163,11 +163,11 @@ function readBody(request: IncomingMessage, limit: number): Promise<Buffer | 'to
       chunks.push(chunk);
     };
     request.on('data', onData);
-    request.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)));
-    // After 'end', these change nothing: the promise is settled.
-    request.once('aborted', () => resolve(null));
-    request.once('close', () => resolve(null));
-    request.once('error', reject);
+    request.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)));
+    // A client gone before the end closes the request ('close' follows 'aborted'); after 'end',
+    // these change nothing: the promise is settled.
+    request.on('close', () => resolve(null));
+    request.on('error', reject);
   });
 }
 
@@ -179,10 +179,8 @@ function respond(
 ): void {
   if (response.headersSent || response.destroyed) return;
   const json = JSON.stringify(body);
-  response.writeHead(status, {
-    ...headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(json),
-  });
+  headers['Content-Type'] = 'application/json; charset=utf-8';
+  headers['Content-Length'] = String(Buffer.byteLength(json));
+  response.writeHead(status, headers);
   response.end(json);
 }
