@@ -17,6 +17,8 @@ export interface RawIntake {
 
 interface Waiting {
   row: RawIntake;
+  /** The row's headers as JSON, made as the request arrives: not between one commit and the next INSERT. */
+  headers: string;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -59,12 +61,12 @@ function insertQuery(batch: Waiting[]): QueryConfig {
 function insertValues(batch: Waiting[]): unknown[] {
   const values: unknown[] = new Array(batch.length * COLUMNS);
   let i = 0;
-  for (const { row } of batch) {
+  for (const { row, headers } of batch) {
     values[i++] = row.id;
     values[i++] = row.source;
     values[i++] = row.serviceId;
     values[i++] = row.path;
-    values[i++] = JSON.stringify(row.headers);
+    values[i++] = headers;
     values[i++] = row.rawBody;
     values[i++] = row.verified;
   }
@@ -135,7 +137,7 @@ export class RawIntakeWriter {
 
   store(row: RawIntake): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, resolve, reject });
+      this.queue.push({ row, headers: JSON.stringify(row.headers), resolve, reject });
       if (!this.flushing) void this.flush();
     });
   }
