@@ -30,7 +30,10 @@ function opensAtMost(body: Buffer, limit: number): boolean {
   return true;
 }
 
-/** Whether JSON text nests deeper than `limit`, in one pass over the bytes, skipping strings. */
+/**
+ * Whether JSON text nests deeper than `limit`: no, at once, when it has no more brackets than that;
+ * otherwise in one pass over the bytes, skipping strings.
+ */
 export function nestsDeeperThan(body: Buffer, limit: number): boolean {
   if (opensAtMost(body, limit)) return false;
   let depth = 0;

@@ -197,7 +197,7 @@ export class WebhookIntakeService {
     return cached && Date.now() - cached.at < 5_000 ? cached.rows : undefined;
   }
 
-  /** EngageLab services with a webhook secret, the candidates for the generic path (cached briefly). */
+  /** Loads the EngageLab services with a webhook secret, the generic path's candidates, and caches them briefly. */
   private async genericEngagelabServices(): Promise<ServiceRow[]> {
     const rows: ServiceRow[] = await this.dataSource.query(
       `SELECT id, provider, options FROM sending_services

@@ -171,6 +171,7 @@ function readBody(request: IncomingMessage, limit: number): Promise<Buffer | 'to
   });
 }
 
+/** Answers with JSON; `headers` is this answer's own object, completed here. */
 function respond(
   response: ServerResponse,
   status: number,
