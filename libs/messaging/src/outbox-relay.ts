@@ -172,11 +172,7 @@ export class OutboxRelay {
       );
       const next = batch[batch.length - 1].checkpoint;
       // Written on the lock's own connection: if that connection is gone, so is our right to write.
-      await this.client.query({
-        name: CHECKPOINT.name,
-        text: CHECKPOINT.text,
-        values: [this.options.name, next.txId, next.position, batch.length],
-      });
+      await this.client.query(CHECKPOINT.query([this.options.name, next.txId, next.position, batch.length]));
       this.checkpoint = next;
       this.published += batch.length;
       this.lastPublishedAt = new Date();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { PoolClient } from 'pg';
+import type { PoolClient, QueryConfig } from 'pg';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 
 /**
@@ -18,6 +18,11 @@ export class NamedStatement {
 
   constructor(readonly text: string) {
     this.name = `edm_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+  }
+
+  /** The query to hand to a `pg` client (queryNamed does, as does a caller holding a bare client). */
+  query(values: readonly unknown[]): QueryConfig {
+    return { name: this.name, text: this.text, values: [...values] };
   }
 }
 
@@ -53,6 +58,6 @@ async function run<T>(
   values: readonly unknown[],
 ): Promise<NamedResult<T>> {
   const client = (await runner.connect()) as PoolClient;
-  const result = await client.query({ name: statement.name, text: statement.text, values: [...values] });
+  const result = await client.query(statement.query(values));
   return { rows: result.rows as T[], rowCount: result.rowCount ?? 0 };
 }
