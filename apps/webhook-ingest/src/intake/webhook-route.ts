@@ -64,7 +64,7 @@ export function installWebhookRoute(app: NestExpressApplication, options: Webhoo
       for (const listener of others) listener.call(server, request, response);
       return;
     }
-    const refusal = options.platform.rateLimits?.check(route.path, proxyaddr(request, trust));
+    const refusal = options.platform.rateLimits?.check(route.path, () => proxyaddr(request, trust));
     if (refusal) {
       respond(response, 429, refusal.body, { 'Retry-After': String(refusal.retryAfterSeconds) });
       request.resume();

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import { Metrics } from '@edm/observability';
-import { rateLimitMiddleware } from './rate-limit.middleware';
+import { rateLimitMiddleware, RateLimits } from './rate-limit.middleware';
 
 interface Answer {
   status?: number;
@@ -64,5 +64,22 @@ describe('rateLimitMiddleware', () => {
       expect(send('/metrics', '192.0.2.9').passed).toBe(true);
       expect(send('/t/open/x.gif', '192.0.2.9').passed).toBe(true);
     }
+  });
+
+  it('asks for the client address only on a path a limit applies to', () => {
+    const limits = new RateLimits(
+      [
+        { name: 'webhooks', pathPrefix: '/api/webhooks/', perSecond: 0, burst: 1 },
+        { name: 'tracking', pathPrefix: '/t/', perSecond: 1, burst: 1 },
+      ],
+      new Metrics('test'),
+      () => 0,
+    );
+    const asked: string[] = [];
+    const address = (path: string) => () => (asked.push(path), '192.0.2.7');
+    expect(limits.check('/api/webhooks/mail-event', address('/api/webhooks/mail-event'))).toBeNull();
+    expect(limits.check('/t/open/x.gif', address('/t/open/x.gif'))).toBeNull();
+    expect(limits.check('/t/open/x.gif', address('/t/open/x.gif'))?.retryAfterSeconds).toBe(1);
+    expect(asked).toEqual(['/t/open/x.gif', '/t/open/x.gif']);
   });
 });

@@ -62,13 +62,17 @@ export class RateLimits {
     for (const { rule } of limits) this.refused.inc({ limit: rule.name }, 0);
   }
 
-  /** Takes a token for this request; the refusal to answer with when there is none, else null. */
-  check(path: string, ip: string | undefined): RateLimitRefusal | null {
+  /**
+   * Takes a token for this request; the refusal to answer with when there is none, else null. The
+   * client's address is asked for only when a limit applies to the path: working it out from the
+   * forwarding headers is work the unlimited paths skip.
+   */
+  check(path: string, clientAddress: () => string | undefined): RateLimitRefusal | null {
     if (this.limits.length === 0) return null;
     const lower = path.toLowerCase();
     const limit = this.limits.find((l) => lower.startsWith(l.prefix));
     if (!limit) return null;
-    const decision = limit.limiter.take(clientKey(ip));
+    const decision = limit.limiter.take(clientKey(clientAddress()));
     if (decision.allowed) return null;
     this.refused.inc({ limit: limit.rule.name });
     return {
@@ -84,7 +88,7 @@ export class RateLimits {
 
   middleware() {
     return (request: Request, response: Response, next: NextFunction): void => {
-      const refusal = this.check(request.path, request.ip);
+      const refusal = this.check(request.path, () => request.ip);
       if (!refusal) return next();
       response.status(429).set('Retry-After', String(refusal.retryAfterSeconds)).json(refusal.body);
     };
