@@ -5,7 +5,7 @@ import { JsonLogger, Metrics } from '@edm/observability';
 import { DomainError } from '@edm/platform';
 import { isWebhookProvider, parseWebhook, WebhookProvider } from '@edm/providers';
 import { RawIntakeWriter } from './raw-intake.writer';
-import { WebhookVerifier } from './webhook-verifier';
+import { Verification, WebhookVerifier } from './webhook-verifier';
 
 export interface IncomingWebhook {
   provider: string;
@@ -40,6 +40,12 @@ function flatHeaders(headers: IncomingWebhook['headers']): {
     if (!SECRET_HEADERS.has(key)) stored[key] = flat;
   }
   return { all, stored };
+}
+
+/** The service that answers for a request (null: none named or matched), and whether it verified. */
+interface Verified {
+  serviceId: string | null;
+  verified: boolean;
 }
 
 interface ServiceRow {
@@ -80,26 +86,39 @@ export class WebhookIntakeService {
     );
   }
 
-  async receive(incoming: IncomingWebhook): Promise<{ id: string }> {
+  /**
+   * Checks, verifies and stores one request; its id once the row committed. What needs no wait
+   * runs at once: only a service not yet in the cache, and an SNS certificate, are awaited.
+   */
+  receive(incoming: IncomingWebhook): Promise<{ id: string }> {
     const started = performance.now();
     const provider = incoming.provider;
+    let stored: Promise<{ id: string }>;
     try {
-      const result = await this.receiveChecked(incoming);
-      this.requests.inc({ provider, outcome: 'stored' });
-      this.latency.observe({ provider }, (performance.now() - started) / 1_000);
-      return result;
+      stored = this.receiveChecked(incoming);
     } catch (error) {
-      this.requests.inc({
-        provider: isWebhookProvider(provider) ? provider : 'unknown',
-        outcome: error instanceof DomainError ? error.code.toLowerCase() : 'unavailable',
-      });
-      if (error instanceof DomainError) throw error;
-      this.logger.event('error', 'webhook not stored', { provider, error: String(error) });
-      throw new DomainError('UNAVAILABLE', 'the webhook could not be stored; retry later');
+      stored = Promise.reject(error);
     }
+    return stored.then(
+      (result) => {
+        this.requests.inc({ provider, outcome: 'stored' });
+        this.latency.observe({ provider }, (performance.now() - started) / 1_000);
+        return result;
+      },
+      (error: unknown) => {
+        this.requests.inc({
+          provider: isWebhookProvider(provider) ? provider : 'unknown',
+          outcome: error instanceof DomainError ? error.code.toLowerCase() : 'unavailable',
+        });
+        if (error instanceof DomainError) throw error;
+        this.logger.event('error', 'webhook not stored', { provider, error: String(error) });
+        throw new DomainError('UNAVAILABLE', 'the webhook could not be stored; retry later');
+      },
+    );
   }
 
-  private async receiveChecked(incoming: IncomingWebhook): Promise<{ id: string }> {
+  /** The request's checks (thrown at once), then its verification and its row. */
+  private receiveChecked(incoming: IncomingWebhook): Promise<{ id: string }> {
     if (!isWebhookProvider(incoming.provider)) throw new DomainError('NOT_FOUND', 'unknown provider');
     const provider: WebhookProvider = incoming.provider;
     if (!incoming.contentType || !ACCEPTED_TYPES.test(incoming.contentType)) {
@@ -111,52 +130,107 @@ export class WebhookIntakeService {
     if (rawBody.includes('\u0000'))
       throw new DomainError('VALIDATION_FAILED', 'body contains a NUL character');
     const { all: headers, stored } = flatHeaders(incoming.headers);
-
-    let serviceId = incoming.serviceId;
-    let verification: { failure?: string; verified: boolean };
-    if (serviceId !== null) {
-      const service = await this.service(serviceId);
-      if (!service || service.provider !== provider)
-        throw new DomainError('NOT_FOUND', 'no such service for this provider');
-      verification = await this.verifier.verify({ provider, options: service.options }, rawBody, headers);
-    } else {
-      // The generic EngageLab path names no service: unsigned only while no EngageLab service has
-      // a webhook secret; otherwise the request must verify against one of them, which then
-      // answers for it (its account scopes the matching).
-      const candidates = this.cachedEngagelabServices() ?? (await this.genericEngagelabServices());
-      verification =
-        candidates.length === 0
-          ? await this.verifier.verify({ provider, options: {} }, rawBody, headers)
-          : { verified: false, failure: 'no EngageLab service secret verifies it' };
-      for (const candidate of candidates) {
-        const check = await this.verifier.verify({ provider, options: candidate.options }, rawBody, headers);
-        if (!check.failure) {
-          verification = check;
-          serviceId = candidate.id;
-          break;
-        }
-      }
-    }
-    if (verification.failure) {
-      this.logger.event('warn', 'webhook signature refused', {
-        provider,
-        serviceId: incoming.serviceId,
-        reason: verification.failure,
+    const store = ({ serviceId, verified }: Verified) => {
+      const id = uuidv7();
+      const committed = this.writer.store({
+        id,
+        source: provider,
+        serviceId,
+        path: incoming.path,
+        headers: stored,
+        rawBody,
+        verified,
       });
-      throw new DomainError('UNAUTHENTICATED', 'signature does not verify');
+      return committed.then(() => {
+        if (provider === 'ses' && verified) void this.confirmSubscription(rawBody, headers);
+        return { id };
+      });
+    };
+    const answer = this.verified(provider, incoming.serviceId, rawBody, headers);
+    return answer instanceof Promise ? answer.then(store) : store(answer);
+  }
+
+  /**
+   * The service that answers for a request and whether its signature verified; refused (thrown)
+   * when the service does not exist or the signature does not verify.
+   */
+  private verified(
+    provider: WebhookProvider,
+    serviceId: string | null,
+    rawBody: string,
+    headers: Record<string, string>,
+  ): Verified | Promise<Verified> {
+    if (serviceId !== null) {
+      const service = this.cachedService(serviceId);
+      if (service === undefined)
+        return this.service(serviceId).then((row) =>
+          this.verifiedBy(provider, row, serviceId, rawBody, headers),
+        );
+      return this.verifiedBy(provider, service, serviceId, rawBody, headers);
     }
-    const id = uuidv7();
-    await this.writer.store({
-      id,
-      source: provider,
-      serviceId,
-      path: incoming.path,
-      headers: stored,
-      rawBody,
-      verified: verification.verified,
+    // Only the generic EngageLab path names no service: unsigned only while no EngageLab service
+    // has a webhook secret; otherwise the request must verify against one of them, which then
+    // answers for it (its account scopes the matching).
+    if (provider !== 'engagelab') throw new DomainError('NOT_FOUND', 'no such service for this provider');
+    const candidates = this.cachedEngagelabServices();
+    return candidates
+      ? this.verifiedByOneOf(candidates, rawBody, headers)
+      : this.genericEngagelabServices().then((rows) => this.verifiedByOneOf(rows, rawBody, headers));
+  }
+
+  private verifiedBy(
+    provider: WebhookProvider,
+    service: ServiceRow | null,
+    serviceId: string,
+    rawBody: string,
+    headers: Record<string, string>,
+  ): Verified | Promise<Verified> {
+    if (!service || service.provider !== provider)
+      throw new DomainError('NOT_FOUND', 'no such service for this provider');
+    const check = this.verifier.verify({ provider, options: service.options }, rawBody, headers);
+    const answer = (verification: Verification) =>
+      this.refusedUnless(verification, provider, serviceId, { serviceId, verified: verification.verified });
+    return check instanceof Promise ? check.then(answer) : answer(check);
+  }
+
+  /** The generic path's request against its candidates (none: unsigned); EngageLab's checks are immediate. */
+  private verifiedByOneOf(
+    candidates: ServiceRow[],
+    rawBody: string,
+    headers: Record<string, string>,
+  ): Verified {
+    const provider = 'engagelab';
+    const verify = (options: Record<string, unknown>) =>
+      this.verifier.verify({ provider, options }, rawBody, headers) as Verification;
+    if (candidates.length === 0) {
+      const check = verify({});
+      return this.refusedUnless(check, provider, null, { serviceId: null, verified: check.verified });
+    }
+    for (const candidate of candidates) {
+      const check = verify(candidate.options);
+      if (!check.failure) return { serviceId: candidate.id, verified: check.verified };
+    }
+    const failure = 'no EngageLab service secret verifies it';
+    return this.refusedUnless({ verified: false, failure }, provider, null, {
+      serviceId: null,
+      verified: false,
     });
-    if (provider === 'ses' && verification.verified) void this.confirmSubscription(rawBody, headers);
-    return { id };
+  }
+
+  /** A verification that failed is logged and refused (401); otherwise `verified` is the answer. */
+  private refusedUnless(
+    verification: Verification,
+    provider: WebhookProvider,
+    serviceId: string | null,
+    verified: Verified,
+  ): Verified {
+    if (!verification.failure) return verified;
+    this.logger.event('warn', 'webhook signature refused', {
+      provider,
+      serviceId,
+      reason: verification.failure,
+    });
+    throw new DomainError('UNAUTHENTICATED', 'signature does not verify');
   }
 
   /** SNS asks to confirm a subscription; the message verified, so its SubscribeURL is SNS's own. */
@@ -177,11 +251,15 @@ export class WebhookIntakeService {
     }
   }
 
-  /** Services change rarely; a few seconds of caching keeps the hot path off the database. */
-  private async service(id: string): Promise<ServiceRow | null> {
+  /** A service from the cache while it is fresh (null: known not to exist); undefined when it must be loaded. */
+  private cachedService(id: string): ServiceRow | null | undefined {
     if (!UUID.test(id)) return null;
     const cached = this.services.get(id);
-    if (cached && Date.now() - cached.at < 5_000) return cached.row;
+    return cached && Date.now() - cached.at < 5_000 ? cached.row : undefined;
+  }
+
+  /** Services change rarely; a few seconds of caching keeps the hot path off the database. */
+  private async service(id: string): Promise<ServiceRow | null> {
     const [row] = await this.dataSource.query(
       `SELECT id, provider, options FROM sending_services WHERE id = $1`,
       [id],

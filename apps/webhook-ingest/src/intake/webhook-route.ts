@@ -70,7 +70,9 @@ export function installWebhookRoute(app: NestExpressApplication, options: Webhoo
       request.resume();
       return;
     }
-    readBody(request, options.bodyLimitBytes).then(
+    readBody(
+      request,
+      options.bodyLimitBytes,
       (body) => {
         if (body === null) return;
         if (body === 'too large') {
@@ -144,30 +146,44 @@ function discardRest(request: IncomingMessage, limit: number): Promise<void> {
 }
 
 /**
- * The body as received, 'too large' as soon as it passes the limit (the rest is left to
- * discardRest), or null when the client went away before its end.
+ * Calls `done` with the body as received, 'too large' as soon as it passes the limit (the rest is
+ * left to discardRest), or null when the client went away before its end; `failed` on a stream
+ * error. Callbacks, not a promise: this runs for every webhook.
  */
-function readBody(request: IncomingMessage, limit: number): Promise<Buffer | 'too large' | null> {
+function readBody(
+  request: IncomingMessage,
+  limit: number,
+  done: (body: Buffer | 'too large' | null) => void,
+  failed: () => void,
+): void {
   const declared = Number(request.headers['content-length']);
-  if (declared > limit) return Promise.resolve('too large');
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const onData = (chunk: Buffer) => {
-      length += chunk.length;
-      if (length > limit) {
-        request.off('data', onData);
-        resolve('too large');
-        return;
-      }
-      chunks.push(chunk);
-    };
-    request.on('data', onData);
-    request.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)));
-    // A client gone before the end closes the request ('close' follows 'aborted'); after 'end',
-    // these change nothing: the promise is settled.
-    request.on('close', () => resolve(null));
-    request.on('error', reject);
+  if (declared > limit) return done('too large');
+  const chunks: Buffer[] = [];
+  let length = 0;
+  let settled = false;
+  const settle = (body: Buffer | 'too large' | null) => {
+    if (settled) return;
+    settled = true;
+    done(body);
+  };
+  const onData = (chunk: Buffer) => {
+    length += chunk.length;
+    if (length > limit) {
+      request.off('data', onData);
+      settle('too large');
+      return;
+    }
+    chunks.push(chunk);
+  };
+  request.on('data', onData);
+  request.on('end', () => settle(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length)));
+  // A client gone before the end closes the request ('close' follows 'aborted'); after 'end',
+  // these change nothing: the body was settled.
+  request.on('close', () => settle(null));
+  request.on('error', () => {
+    if (settled) return;
+    settled = true;
+    failed();
   });
 }
 
