@@ -100,7 +100,7 @@ export const configShape = {
   TRACKING_RATE_LIMIT_BURST: positiveInt.default(1_000),
   INGEST_POLL_INTERVAL_MS: positiveInt.default(1_000),
   INGEST_WORKERS: positiveInt.max(64).default(2),
-  INGEST_YIELD_FACTOR: z.coerce.number().min(0).max(20).default(10),
+  INGEST_YIELD_FACTOR: z.coerce.number().min(0).max(100).default(20),
   INGEST_MATCH_WINDOW_MS: positiveInt.default(259_200_000),
   INGEST_UNMATCHED_MAX_AGE_MS: positiveInt.default(3_600_000),
   INGEST_SOFT_BOUNCE_LIMIT: positiveInt.max(100).default(3),
