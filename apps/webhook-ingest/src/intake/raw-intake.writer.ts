@@ -19,7 +19,7 @@ interface Waiting {
   row: RawIntake;
   /** The row's headers as JSON, made as the request arrives: not between one commit and the next INSERT. */
   headers: string;
-  resolve: () => void;
+  resolve: (id: string) => void;
   reject: (error: unknown) => void;
 }
 
@@ -135,7 +135,8 @@ export class RawIntakeWriter {
     this.listeners.push(listener);
   }
 
-  store(row: RawIntake): Promise<void> {
+  /** The row's id once it committed. */
+  store(row: RawIntake): Promise<string> {
     return new Promise((resolve, reject) => {
       this.queue.push({ row, headers: JSON.stringify(row.headers), resolve, reject });
       if (!this.flushing) void this.flush();
@@ -186,7 +187,7 @@ export class RawIntakeWriter {
     this.committed += batch.length;
     this.transactions += 1;
     this.saturation.record(batch.length, performance.now());
-    batch.forEach((w) => w.resolve());
+    batch.forEach((w) => w.resolve(w.row.id));
   }
 
   /**

@@ -93,17 +93,17 @@ export class WebhookIntakeService {
   receive(incoming: IncomingWebhook): Promise<{ id: string }> {
     const started = performance.now();
     const provider = incoming.provider;
-    let stored: Promise<{ id: string }>;
+    let committed: Promise<string>;
     try {
-      stored = this.receiveChecked(incoming);
+      committed = this.receiveChecked(incoming);
     } catch (error) {
-      stored = Promise.reject(error);
+      committed = Promise.reject(error);
     }
-    return stored.then(
-      (result) => {
+    return committed.then(
+      (id) => {
         this.requests.inc({ provider, outcome: 'stored' });
         this.latency.observe({ provider }, (performance.now() - started) / 1_000);
-        return result;
+        return { id };
       },
       (error: unknown) => {
         this.requests.inc({
@@ -117,8 +117,8 @@ export class WebhookIntakeService {
     );
   }
 
-  /** The request's checks (thrown at once), then its verification and its row. */
-  private receiveChecked(incoming: IncomingWebhook): Promise<{ id: string }> {
+  /** The request's checks (thrown at once), then its verification and its row; the row's id once committed. */
+  private receiveChecked(incoming: IncomingWebhook): Promise<string> {
     if (!isWebhookProvider(incoming.provider)) throw new DomainError('NOT_FOUND', 'unknown provider');
     const provider: WebhookProvider = incoming.provider;
     if (!incoming.contentType || !ACCEPTED_TYPES.test(incoming.contentType)) {
@@ -131,9 +131,8 @@ export class WebhookIntakeService {
       throw new DomainError('VALIDATION_FAILED', 'body contains a NUL character');
     const { all: headers, stored } = flatHeaders(incoming.headers);
     const store = ({ serviceId, verified }: Verified) => {
-      const id = uuidv7();
       const committed = this.writer.store({
-        id,
+        id: uuidv7(),
         source: provider,
         serviceId,
         path: incoming.path,
@@ -141,10 +140,12 @@ export class WebhookIntakeService {
         rawBody,
         verified,
       });
-      return committed.then(() => {
-        if (provider === 'ses' && verified) void this.confirmSubscription(rawBody, headers);
-        return { id };
-      });
+      if (provider === 'ses' && verified)
+        void committed.then(
+          () => this.confirmSubscription(rawBody, headers),
+          () => undefined, // not stored: answered 503, and SNS sends it again
+        );
+      return committed;
     };
     const answer = this.verified(provider, incoming.serviceId, rawBody, headers);
     return answer instanceof Promise ? answer.then(store) : store(answer);
