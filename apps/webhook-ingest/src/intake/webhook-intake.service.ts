@@ -189,8 +189,7 @@ export class WebhookIntakeService {
     if (!service || service.provider !== provider)
       throw new DomainError('NOT_FOUND', 'no such service for this provider');
     const check = this.verifier.verify({ provider, options: service.options }, rawBody, headers);
-    const answer = (verification: Verification) =>
-      this.refusedUnless(verification, provider, serviceId, { serviceId, verified: verification.verified });
+    const answer = (verification: Verification) => this.accepted(verification, provider, serviceId);
     return check instanceof Promise ? check.then(answer) : answer(check);
   }
 
@@ -203,29 +202,22 @@ export class WebhookIntakeService {
     const provider = 'engagelab';
     const verify = (options: Record<string, unknown>) =>
       this.verifier.verify({ provider, options }, rawBody, headers) as Verification;
-    if (candidates.length === 0) {
-      const check = verify({});
-      return this.refusedUnless(check, provider, null, { serviceId: null, verified: check.verified });
-    }
+    if (candidates.length === 0) return this.accepted(verify({}), provider, null);
     for (const candidate of candidates) {
       const check = verify(candidate.options);
-      if (!check.failure) return { serviceId: candidate.id, verified: check.verified };
+      if (!check.failure) return this.accepted(check, provider, candidate.id);
     }
     const failure = 'no EngageLab service secret verifies it';
-    return this.refusedUnless({ verified: false, failure }, provider, null, {
-      serviceId: null,
-      verified: false,
-    });
+    return this.accepted({ verified: false, failure }, provider, null);
   }
 
-  /** A verification that failed is logged and refused (401); otherwise `verified` is the answer. */
-  private refusedUnless(
+  /** The service answering for a request that verified (or needs no signature); one that failed is logged and refused (401). */
+  private accepted(
     verification: Verification,
     provider: WebhookProvider,
     serviceId: string | null,
-    verified: Verified,
   ): Verified {
-    if (!verification.failure) return verified;
+    if (!verification.failure) return { serviceId, verified: verification.verified };
     this.logger.event('warn', 'webhook signature refused', {
       provider,
       serviceId,
