@@ -12,8 +12,21 @@ import { completeTasksIfDone } from '@edm/workflows';
 import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
 import { OutcomeDecision } from './send-outcome';
 
-/** Statuses from which a late-recorded send still adds its provider message id. */
-const SENT_OR_LATER = ['unknown', 'delivered', 'opened', 'clicked', 'bounced', 'complained', 'unsubscribed'];
+/**
+ * Statuses from which a late-recorded send still adds its provider message id. `sent` is among
+ * them: a provider's webhook (an `accepted` event) can mark the sub-task sent while the rest of
+ * its paced batch is still going out, before the dispatcher records the send.
+ */
+const SENT_OR_LATER = [
+  'sent',
+  'unknown',
+  'delivered',
+  'opened',
+  'clicked',
+  'bounced',
+  'complained',
+  'unsubscribed',
+];
 
 /** The sends in parts whose SubTaskBatchSent events stay below `maxBytes` (provider message ids vary). */
 export function byPayloadSize<T extends { providerMessageId: string | null }>(

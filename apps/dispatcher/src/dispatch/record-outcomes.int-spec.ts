@@ -1,0 +1,153 @@
+import { DataSource } from 'typeorm';
+import { EventStore, uuidv7 } from '@edm/event-store';
+import { createDataSource, runMigrations } from '@edm/persistence';
+import { allProjections } from '@edm/read-models';
+import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { DispatchService } from './lease-sub-tasks';
+import { recordOutcomes } from './record-outcomes';
+import { decideOutcome } from './send-outcome';
+
+/** Recording a batch's outcomes against rows that moved on while the batch was being sent. */
+describe('recordOutcomes (Postgres)', () => {
+  let env: TestEnvironment;
+  let db: DataSource;
+  let store: EventStore;
+  const owner = 'dispatcher-1';
+  const account = uuidv7();
+  const task = uuidv7();
+  const service: DispatchService = {
+    id: uuidv7(),
+    accountId: account,
+    name: 's',
+    provider: 'sandbox',
+    status: 'active',
+    frozenUntil: null,
+    statusReason: null,
+    limits: { pace: { intervalMs: 0 }, dailyQuota: null, quotaResetHourUtc: 0 },
+    fromEmail: 'a@example.com',
+    fromName: null,
+    options: {},
+    credentialsSealed: null,
+    updatedAt: new Date(),
+    frozenCount: 0,
+  };
+  const sentAt = new Date('2026-12-06T12:00:00.000Z');
+
+  /** A sub-task of the task in the given status, holding no provider message id yet. */
+  const subTask = async (status: string, leaseOwner: string | null) => {
+    const id = uuidv7();
+    await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, lease_owner, attempts, tracking_id, version, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, 2, now(), now())`,
+      [id, task, account, `${id}@example.com`, status, service.id, leaseOwner, id.replace(/-/g, '')],
+    );
+    return id;
+  };
+  /** Records that the provider accepted each of `ids`, as the dispatcher does after its batch. */
+  const recordSent = async (ids: string[]) => {
+    const dropped: string[] = [];
+    const results = ids.map((id) => ({
+      subTask: {
+        id,
+        taskId: task,
+        email: `${id}@example.com`,
+        trackingId: id.replace(/-/g, ''),
+        attempt: 1,
+        contactName: null,
+        attributes: null,
+      },
+      decision: decideOutcome(
+        { subTaskId: id, taskId: task, serviceId: service.id, attempt: 1 },
+        { kind: 'sent', providerMessageId: `pm-${id}` },
+        {
+          maxAttempts: 3,
+          retryBaseMs: 1_000,
+          retryMaxMs: 60_000,
+          idempotentProvider: true,
+          random: () => 0.5,
+        },
+        sentAt,
+      ),
+    }));
+    await db.transaction((tx) =>
+      recordOutcomes(
+        tx,
+        store,
+        service,
+        results,
+        () => new Date(),
+        { correlationId: uuidv7(), causationId: null },
+        owner,
+        (subTaskId) => dropped.push(subTaskId),
+      ),
+    );
+    return dropped;
+  };
+  const row = async (id: string) =>
+    (await db.query(`SELECT status, provider_message_id, sent_at FROM sub_tasks WHERE id = $1`, [id]))[0];
+  /** The SubTaskBatchSent events naming the sub-task. */
+  const batchesSending = async (id: string) =>
+    (
+      await db.query(
+        `SELECT count(*)::int AS n FROM events
+          WHERE type = 'SubTaskBatchSent' AND data->'sent' @> jsonb_build_array(jsonb_build_object('subTaskId', $1::text))`,
+        [id],
+      )
+    )[0].n;
+
+  beforeAll(async () => {
+    env = await createTestEnvironment('record_outcomes');
+    db = createDataSource({ url: env.databaseUrl, poolSize: 2, applicationName: 'test' });
+    await db.initialize();
+    await runMigrations(db);
+    await db.query(`INSERT INTO accounts VALUES ($1, 'acct', now())`, [account]);
+    await db.query(
+      `INSERT INTO sending_services (id, account_id, name, provider, from_email, pace, created_at, updated_at)
+       VALUES ($1, $2, 's', 'sandbox', 'a@example.com', '{"intervalMs":0}', now(), now())`,
+      [service.id, account],
+    );
+    await db.query(`INSERT INTO service_runtime (service_id) VALUES ($1)`, [service.id]);
+    await db.query(
+      `INSERT INTO tasks (id, account_id, name, subject, status, total, created_at, updated_at)
+       VALUES ($1, $2, 't', 's', 'sending', 4, now(), now())`,
+      [task, account],
+    );
+    store = new EventStore(db);
+    store.register(...allProjections);
+  });
+
+  afterAll(async () => {
+    await db.destroy();
+    await env.dispose();
+  });
+
+  // A provider's `accepted` webhook can arrive while the dispatcher is still sending the rest of a
+  // paced batch, and moves the sub-task from sending to sent before the outcome is recorded.
+  it('records a send whose sub-task a webhook already marked sent, keeping the status', async () => {
+    const id = await subTask('sent', null);
+    expect(await recordSent([id])).toEqual([]);
+    expect(await row(id)).toEqual({ status: 'sent', provider_message_id: `pm-${id}`, sent_at: sentAt });
+    expect(await batchesSending(id)).toBe(1);
+  });
+
+  it('records a send whose sub-task a webhook already marked delivered, keeping the status', async () => {
+    const id = await subTask('delivered', null);
+    expect(await recordSent([id])).toEqual([]);
+    expect(await row(id)).toEqual({ status: 'delivered', provider_message_id: `pm-${id}`, sent_at: sentAt });
+    expect(await batchesSending(id)).toBe(1);
+  });
+
+  it('drops the outcome of a lease reclaimed back to pending', async () => {
+    const id = await subTask('pending', null);
+    expect(await recordSent([id])).toEqual([id]);
+    expect(await row(id)).toEqual({ status: 'pending', provider_message_id: null, sent_at: null });
+    expect(await batchesSending(id)).toBe(0);
+  });
+
+  it('records a send of a lease still held', async () => {
+    const id = await subTask('sending', owner);
+    expect(await recordSent([id])).toEqual([]);
+    expect(await row(id)).toEqual({ status: 'sent', provider_message_id: `pm-${id}`, sent_at: sentAt });
+    expect(await batchesSending(id)).toBe(1);
+  });
+});
