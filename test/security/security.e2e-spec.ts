@@ -455,7 +455,10 @@ describe('security (e2e)', () => {
         sns.headers,
         401,
       ],
-      ['ses tampered', ses, snsWith({ Message: '{"eventType":"Delivery"}' }), sns.headers, 401],
+      // SNS's certificate cannot be fetched here, so a message from an SNS host is undecided:
+      // 503, which SNS retries, and not stored. The tampered message's 401 with a certificate
+      // at hand is in libs/providers/src/webhooks/sns.signature.spec.ts.
+      ['ses tampered', ses, snsWith({ Message: '{"eventType":"Delivery"}' }), sns.headers, 503],
     ];
     const storedBefore = await storedWebhooks();
     for (const [what, path, body, headers, status] of cases)

@@ -211,13 +211,25 @@ export class WebhookIntakeService {
     return this.accepted({ verified: false, failure }, provider, null);
   }
 
-  /** The service answering for a request that verified (or needs no signature); one that failed is logged and refused (401). */
+  /**
+   * The service answering for a request that verified (or needs no signature); one that failed is
+   * logged and refused (401), or answered 503 when its check could not be made for now, so that
+   * the provider sends it again.
+   */
   private accepted(
     verification: Verification,
     provider: WebhookProvider,
     serviceId: string | null,
   ): Verified {
     if (!verification.failure) return { serviceId, verified: verification.verified };
+    if (verification.retryable) {
+      this.logger.event('warn', 'webhook signature not checked for now; answered 503', {
+        provider,
+        serviceId,
+        reason: verification.failure,
+      });
+      throw new DomainError('UNAVAILABLE', 'the signature cannot be checked now; send it again later');
+    }
     this.logger.event('warn', 'webhook signature refused', {
       provider,
       serviceId,

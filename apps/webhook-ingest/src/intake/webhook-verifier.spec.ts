@@ -39,4 +39,49 @@ describe('WebhookVerifier', () => {
     expect(answer).toBeInstanceOf(Promise);
     await expect(answer).resolves.toMatchObject({ verified: false, failure: expect.any(String) });
   });
+
+  describe('SNS', () => {
+    const topic = 'arn:aws:sns:eu-west-1:123456789012:ses-events';
+    const message = (topicArn: string) =>
+      JSON.stringify({
+        Type: 'Notification',
+        MessageId: 'm-1',
+        TopicArn: topicArn,
+        Message: '{}',
+        Timestamp: new Date().toISOString(),
+        SignatureVersion: '2',
+        Signature: 'c2lnbmF0dXJl',
+        SigningCertURL: 'https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem',
+      });
+
+    it("refuses a message from another topic than the service's own, before any certificate is fetched", async () => {
+      const certificates = jest.fn(async () => 'never asked');
+      const checking = new WebhookVerifier({ encryptionKey: Buffer.alloc(32, 1) } as AppConfig, certificates);
+      const options = { webhookTopicArns: [topic] };
+      await expect(
+        checking.verify(
+          { provider: 'ses', options },
+          message('arn:aws:sns:eu-west-1:999999999999:theirs'),
+          {},
+        ),
+      ).resolves.toEqual({
+        verified: false,
+        failure: 'topic arn:aws:sns:eu-west-1:999999999999:theirs is not allowed',
+      });
+      expect(certificates).not.toHaveBeenCalled();
+    });
+
+    it('leaves a message undecided, to be sent again, when the certificate cannot be fetched', async () => {
+      const unreachable = jest.fn(async () => Promise.reject(new Error('getaddrinfo EAI_AGAIN')));
+      const checking = new WebhookVerifier({ encryptionKey: Buffer.alloc(32, 1) } as AppConfig, unreachable);
+      await expect(
+        checking.verify({ provider: 'ses', options: { webhookTopicArns: [topic] } }, message(topic), {}),
+      ).resolves.toEqual({
+        verified: false,
+        failure: 'SNS certificate not fetched: getaddrinfo EAI_AGAIN',
+        retryable: true,
+      });
+      expect(unreachable).toHaveBeenCalledTimes(1);
+    });
+  });
 });

@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '@edm/config';
 import { openSecretOptions } from '@edm/domain';
 import {
@@ -20,9 +20,15 @@ export interface VerificationTarget {
 const str = (options: Record<string, unknown>, key: string): string | undefined =>
   typeof options[key] === 'string' && options[key] !== '' ? (options[key] as string) : undefined;
 
+/** Fetches SNS's signing certificate (PEM) at a URL whose host was already vetted. */
+export type SnsCertificateSource = (url: string) => Promise<string>;
+
+/** Where the verifier gets SNS's certificates; by default, downloaded from SNS and cached. */
+export const SNS_CERTIFICATES = Symbol('SNS_CERTIFICATES');
+
 /** Certificates fetched for SNS, by URL; the verifier has already checked the host. */
 const certificates = new Map<string, Promise<string>>();
-const fetchCertificate = (url: string): Promise<string> => {
+const fetchCertificate: SnsCertificateSource = (url) => {
   let cert = certificates.get(url);
   if (!cert) {
     cert = fetch(url, { signal: AbortSignal.timeout(5_000) }).then((r) => {
@@ -38,6 +44,8 @@ const fetchCertificate = (url: string): Promise<string> => {
 export interface Verification {
   verified: boolean;
   failure?: string;
+  /** The failure decided nothing (SNS's certificate did not download): the sender should retry. */
+  retryable?: true;
 }
 
 /**
@@ -51,7 +59,12 @@ export interface Verification {
  */
 @Injectable()
 export class WebhookVerifier {
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Optional()
+    @Inject(SNS_CERTIFICATES)
+    private readonly snsCertificates: SnsCertificateSource = fetchCertificate,
+  ) {}
 
   verify(
     target: VerificationTarget,
@@ -60,8 +73,13 @@ export class WebhookVerifier {
   ): Verification | Promise<Verification> {
     const request = { rawBody, headers, now: new Date() };
     if (target.provider === 'ses') {
-      // SNS messages always carry a signature; it is always checked.
-      return verifySnsSignature(request, { fetchCert: fetchCertificate }).then(outcome);
+      // SNS messages always carry a signature; it is always checked. It proves that SNS sent the
+      // message, from any AWS account's topic: `webhookTopicArns` names the service's own.
+      const topicArns = target.options.webhookTopicArns;
+      return verifySnsSignature(request, {
+        fetchCert: this.snsCertificates,
+        topicArns: Array.isArray(topicArns) && topicArns.length > 0 ? (topicArns as string[]) : undefined,
+      }).then(outcome);
     }
     const o = openSecretOptions(this.config.encryptionKey, target.options);
     switch (target.provider) {
@@ -102,4 +120,8 @@ export class WebhookVerifier {
 const UNSIGNED: Verification = Object.freeze({ verified: false });
 
 const outcome = (check: SignatureCheck): Verification =>
-  check.ok ? { verified: true } : { verified: false, failure: check.reason };
+  check.ok
+    ? { verified: true }
+    : check.retryable
+      ? { verified: false, failure: check.reason, retryable: true }
+      : { verified: false, failure: check.reason };

@@ -76,6 +76,23 @@ describe('providerConfigSchemas', () => {
     });
   });
 
+  it("takes SES's webhook topics as a list of SNS topic ARNs, and names what is not one", () => {
+    const topics = [
+      'arn:aws:sns:eu-west-1:123456789012:ses-events',
+      'arn:aws-cn:sns:cn-north-1:123456789012:x.fifo',
+    ];
+    expect(providerConfigSchemas.ses.options.parse({ webhookTopicArns: topics })).toMatchObject({
+      webhookTopicArns: topics,
+    });
+    for (const webhookTopicArns of [
+      [],
+      ['ses-events'],
+      ['arn:aws:sqs:eu-west-1:123456789012:q'],
+      'arn:aws:sns:eu-west-1:123456789012:t',
+    ])
+      expect(providerConfigSchemas.ses.options.safeParse({ webhookTopicArns }).success).toBe(false);
+  });
+
   it('keeps settings in options that are not the sender’s, such as webhook secrets', () => {
     expect(providerConfigSchemas.mailgun.options.parse({ webhookSigningKey: 'whsec' })).toMatchObject({
       webhookSigningKey: 'whsec',

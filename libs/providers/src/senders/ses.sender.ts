@@ -18,6 +18,9 @@ import {
 } from './mail-sender';
 import { sendHttpRequest } from './send-http-request';
 
+/** An SNS topic ARN, in any partition (aws, aws-cn, aws-us-gov). */
+const SNS_TOPIC_ARN = /^arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$/;
+
 export const sesConfigSchema = {
   credentials: z.object({
     region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1'),
@@ -31,6 +34,20 @@ export const sesConfigSchema = {
       baseUrl: httpUrlSchema.optional(),
       timeoutMs: timeoutMsSchema.default(DEFAULT_HTTP_TIMEOUT_MS),
       configurationSetName: z.string().min(1).optional(),
+      /**
+       * The SNS topics whose notifications this service's webhook accepts. An SNS signature proves
+       * only that SNS sent a message, from any AWS account's topic; with this set, a message or a
+       * subscription from another topic is refused (401) and never confirmed.
+       */
+      webhookTopicArns: z
+        .array(
+          z
+            .string()
+            .regex(SNS_TOPIC_ARN, 'an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:ses-events'),
+        )
+        .min(1)
+        .max(100)
+        .optional(),
     })
     .prefault({}),
 };

@@ -1,6 +1,10 @@
 import type { WebhookHeaders } from './parsed-mail-event';
 
-export type SignatureCheck = { ok: true } | { ok: false; reason: string };
+/**
+ * A request's signature check. `retryable`: nothing was decided, because what the check needs could
+ * not be had for now (SNS's certificate did not download); the sender should try again later.
+ */
+export type SignatureCheck = { ok: true } | { ok: false; reason: string; retryable?: true };
 
 /** What every verifier reads from a request; `rawBody` is the exact bytes received, before any parsing. */
 export interface WebhookRequest {

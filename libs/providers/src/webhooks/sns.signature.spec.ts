@@ -197,17 +197,18 @@ describe('verifySnsSignature', () => {
     });
   });
 
-  it('rejects when the certificate cannot be fetched or is not a certificate', async () => {
+  it('leaves the message undecided (retryable) when the certificate cannot be fetched, and rejects one that is not a certificate', async () => {
     const message = signed(notification());
     await expect(
       verify(message, { fetchCert: async () => Promise.reject(new Error('timeout')) }),
     ).resolves.toEqual({
       ok: false,
-      reason: 'SNS certificate unusable: timeout',
+      reason: 'SNS certificate not fetched: timeout',
+      retryable: true,
     });
-    await expect(verify(message, { fetchCert: async () => 'not a pem' })).resolves.toMatchObject({
-      ok: false,
-    });
+    const check = await verify(message, { fetchCert: async () => 'not a pem' });
+    expect(check).toMatchObject({ ok: false, reason: expect.stringMatching(/^SNS certificate unusable/) });
+    expect(check).not.toHaveProperty('retryable');
   });
 
   it('rejects outside the certificate validity period', async () => {

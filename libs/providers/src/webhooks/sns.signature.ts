@@ -101,9 +101,21 @@ export const verifySnsSignature = async (
   const stringToSign = snsStringToSign(message);
   if (stringToSign === undefined) return { ok: false, reason: `SNS ${message.Type} lacks a signed field` };
 
+  let pem: string;
+  try {
+    pem = await options.fetchCert(message.SigningCertURL);
+  } catch (error) {
+    // SNS's own certificate URL (the host was vetted above) failed to download: a network or
+    // service hiccup, not a verdict on the message. SNS retries a 5xx answer, not a 4xx one.
+    return {
+      ok: false,
+      reason: `SNS certificate not fetched: ${error instanceof Error ? error.message : 'unknown'}`,
+      retryable: true,
+    };
+  }
   let certificate: X509Certificate;
   try {
-    certificate = new X509Certificate(await options.fetchCert(message.SigningCertURL));
+    certificate = new X509Certificate(pem);
   } catch (error) {
     return {
       ok: false,
