@@ -111,7 +111,8 @@ export const eventDataSchemas = {
     tags: z.array(z.string()),
   }),
   ContactSuppressed: z.object({ contactId: id, status: contactStatus, reason: z.string() }),
-  ContactSoftBounced: z.object({ contactId: id, softBounces: z.number().int() }),
+  /** `subTaskId`: the mail that soft-bounced (each mail counts once); absent in events recorded before it was. */
+  ContactSoftBounced: z.object({ contactId: id, softBounces: z.number().int(), subTaskId: id.optional() }),
 
   TemplateCreated: z.object({
     templateId: id,

@@ -38,7 +38,7 @@ interface ContactState {
 /**
  * Applies matched provider events in the caller's transaction, in the order given: each sub-task
  * moves forward (or not at all), and its contact is suppressed on a hard bounce, complaint or
- * unsubscribe, or after `softBounceLimit` soft bounces; a suppressed contact's pending sub-tasks
+ * unsubscribe, or once `softBounceLimit` of its mails soft-bounced; a suppressed contact's pending sub-tasks
  * are skipped. The rows are locked once for the whole batch, in id order (sub-tasks, then
  * contacts), and every event is appended in one statement, each carrying its own cause, with
  * the caller's own appends (`also`, after these).
@@ -89,6 +89,20 @@ export async function applyMailEvents(
         ).map((r: ContactState) => [r.id, r]),
   );
 
+  // A mail's soft bounces count once toward its contact's limit, however many its provider reports
+  // (Mailgun reports each retry of a deferred mail as a temporary failure of its own): the mails
+  // already counted are those named by the contact's ContactSoftBounced events.
+  const softBounced = new Set<string>(
+    contacts.size === 0 || !applications.some((a) => a.event.type === 'soft_bounce')
+      ? []
+      : (
+          await tx.query(
+            `SELECT data->>'subTaskId' AS sub_task_id FROM events
+              WHERE stream_id = ANY ($1::text[]) AND type = 'ContactSoftBounced' AND data ? 'subTaskId'`,
+            [[...contacts.keys()].map((id) => `contact-${id}`)],
+          )
+        ).map((r: { sub_task_id: string }) => r.sub_task_id),
+  );
   const appends: StreamAppend[] = [];
   const touchedTasks: string[] = [];
   const results: { from: SubTaskStatus; to: SubTaskStatus | null }[] = [];
@@ -128,10 +142,15 @@ export async function applyMailEvents(
     // A suppressed contact changes only for a stronger ending (a complaint after an unsubscribe).
     if (!wasActive && !(suppression && isStrongerEnding(suppression, contact.status))) continue;
     const contactEvents: NewEvent[] = [];
-    if (wasActive && event.type === 'soft_bounce') {
+    if (wasActive && event.type === 'soft_bounce' && !softBounced.has(subTask.id)) {
+      softBounced.add(subTask.id);
       contact.soft_bounces += 1;
       contactEvents.push(
-        newEvent('ContactSoftBounced', { contactId: contact.id, softBounces: contact.soft_bounces }),
+        newEvent('ContactSoftBounced', {
+          contactId: contact.id,
+          softBounces: contact.soft_bounces,
+          subTaskId: subTask.id,
+        }),
       );
       if (contact.soft_bounces >= softBounceLimit) suppression = 'bounced';
     }

@@ -561,6 +561,66 @@ describe('mail event matching (Postgres)', () => {
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
 
+  it("counts each mail's soft bounces once toward its contact's limit, however many its provider reports", async () => {
+    const contact = uuidv7();
+    const task = uuidv7();
+    const email = 'soft@example.com';
+    await db.query(
+      `INSERT INTO contacts (id, account_id, email, status, soft_bounces, created_at, updated_at) VALUES ($1, $2, $3, 'active', 0, now(), now())`,
+      [contact, account, email],
+    );
+    await db.query(
+      `INSERT INTO tasks (id, account_id, name, subject, status, total, created_at, updated_at) VALUES ($1, $2, 't', 's', 'sending', 4, now(), now())`,
+      [task, account],
+    );
+    const mails = [0, 1, 2, 3].map(() => subTask(task, email));
+    for (const [i, m] of mails.entries())
+      await db.query(
+        `INSERT INTO sub_tasks (id, task_id, account_id, contact_id, email, status, service_id, tracking_id, sent_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now())`,
+        [
+          m.id,
+          task,
+          account,
+          contact,
+          email,
+          i < 3 ? 'sent' : 'pending',
+          service,
+          m.tracking,
+          i < 3 ? sentAt : null,
+        ],
+      );
+    let n = 0;
+    /** Temporary failures of these mails, each its own provider event (a retry's report). */
+    const softBounces = async (...of: (typeof mails)[number][]) => {
+      await storeSandboxRequest(
+        of.map((m) => ({
+          eventId: `soft-${(n += 1)}`,
+          type: 'soft_bounce',
+          trackingId: m.tracking,
+          email,
+          timestamp: Date.now(),
+        })),
+      );
+      await processor.drain();
+      return (await db.query(`SELECT status, soft_bounces FROM contacts WHERE id = $1`, [contact]))[0];
+    };
+    // The first mail deferred three times, in one request and in another: it counts once.
+    expect(await softBounces(mails[0], mails[0], mails[0])).toEqual({ status: 'active', soft_bounces: 1 });
+    expect(await softBounces(mails[0])).toEqual({ status: 'active', soft_bounces: 1 });
+    expect(await softBounces(mails[1], mails[0], mails[1])).toEqual({ status: 'active', soft_bounces: 2 });
+    expect(await statusOf(mails[3].id)).toBe('pending');
+    // A third mail reaches the limit (3): the contact is suppressed, its pending mail skipped.
+    expect(await softBounces(mails[2])).toEqual({ status: 'bounced', soft_bounces: 3 });
+    expect(await statusOf(mails[3].id)).toBe('skipped');
+    const counted = await db.query(
+      `SELECT data->>'subTaskId' AS mail, (data->>'softBounces')::int AS n FROM events
+        WHERE stream_id = $1 AND type = 'ContactSoftBounced' ORDER BY version`,
+      [`contact-${contact}`],
+    );
+    expect(counted).toEqual(mails.slice(0, 3).map((m, i) => ({ mail: m.id, n: i + 1 })));
+  });
+
   it('records a batch of thousands of provider events in MailEventsRecorded parts NATS can carry, each event once', async () => {
     const n = 2_000;
     const rows: { id: string; tracking_id: string }[] = await db.query(
