@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { AppConfig } from '@edm/config';
-import { WebhookVerifier } from './webhook-verifier';
+import { MailgunTokenMemory, WebhookVerifier } from './webhook-verifier';
 
 describe('WebhookVerifier', () => {
   const verifier = new WebhookVerifier({ encryptionKey: Buffer.alloc(32, 1) } as AppConfig);
@@ -38,6 +38,29 @@ describe('WebhookVerifier', () => {
     const answer = verifier.verify({ provider: 'ses', options: {} }, '{"Type":"Notification"}', {});
     expect(answer).toBeInstanceOf(Promise);
     await expect(answer).resolves.toMatchObject({ verified: false, failure: expect.any(String) });
+  });
+
+  it('lets a retry of a signed Mailgun request through, and refuses its signature on another body', () => {
+    const checking = new WebhookVerifier({ encryptionKey: Buffer.alloc(32, 1) } as AppConfig);
+    const target = { provider: 'mailgun' as const, options: { webhookSigningKey: 'key-1' } };
+    const genuine = mailgunBody('key-1');
+    expect(checking.verify(target, genuine, {})).toEqual({ verified: true });
+    expect(checking.verify(target, genuine, {})).toEqual({ verified: true });
+    const forged = genuine.replace('"delivered"', '"complained"');
+    expect(checking.verify(target, forged, {})).toEqual({
+      verified: false,
+      failure: 'Mailgun token already used with another body',
+    });
+  });
+
+  it('remembers Mailgun tokens for its window only, and at most its bound, oldest forgotten first', () => {
+    const memory = new MailgunTokenMemory(600_000, 3);
+    expect(memory.reused('t1', 'a', 0)).toBe(false);
+    expect(memory.reused('t1', 'b', 599_999)).toBe(true);
+    expect(memory.reused('t1', 'b', 600_000)).toBe(false); // past the window the timestamp check refuses it
+    for (const token of ['t2', 't3', 't4']) expect(memory.reused(token, 'a', 600_001)).toBe(false);
+    expect(memory.reused('t1', 'c', 600_002)).toBe(false); // the oldest, forgotten for t4
+    expect(memory.reused('t4', 'c', 600_003)).toBe(true);
   });
 
   describe('SNS', () => {

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '@edm/config';
 import { openSecretOptions } from '@edm/domain';
 import {
+  MAILGUN_DEFAULT_MAX_SKEW_MS,
   SignatureCheck,
   verifyEngagelabSignature,
   verifyMailgunSignature,
@@ -41,6 +43,37 @@ const fetchCertificate: SnsCertificateSource = (url) => {
   return cert;
 };
 
+/**
+ * Mailgun tokens of verified requests, each with a hash of its body, for as long as a signature
+ * with that token can pass the timestamp window (both ways). Mailgun signs the timestamp and the
+ * token, not the body: a signature captured from one request could carry forged content until its
+ * timestamp leaves the window. A retry of the same request (same token, same body) goes through.
+ * Bounded: past `max` tokens the oldest are forgotten first. Per replica: a replay sent to
+ * another replica is not seen here.
+ */
+export class MailgunTokenMemory {
+  private readonly seen = new Map<string, { hash: string; at: number }>();
+
+  constructor(
+    private readonly keepMs = 2 * MAILGUN_DEFAULT_MAX_SKEW_MS,
+    private readonly max = 100_000,
+  ) {}
+
+  /** Whether the token came before with another body; remembers it with this one otherwise. */
+  reused(token: string, rawBody: string, now = Date.now()): boolean {
+    const hash = createHash('sha256').update(rawBody).digest('base64');
+    const earlier = this.seen.get(token);
+    if (earlier !== undefined && now - earlier.at < this.keepMs) return earlier.hash !== hash;
+    this.seen.delete(token);
+    for (const [oldest, { at }] of this.seen) {
+      if (now - at < this.keepMs && this.seen.size < this.max) break;
+      this.seen.delete(oldest);
+    }
+    this.seen.set(token, { hash, at: now });
+    return false;
+  }
+}
+
 export interface Verification {
   verified: boolean;
   failure?: string;
@@ -65,6 +98,10 @@ export class WebhookVerifier {
     @Inject(SNS_CERTIFICATES)
     private readonly snsCertificates: SnsCertificateSource = fetchCertificate,
   ) {}
+
+  private readonly mailgunTokens = new MailgunTokenMemory();
+  private readonly tokenReused = (token: string, rawBody: string) =>
+    this.mailgunTokens.reused(token, rawBody);
 
   verify(
     target: VerificationTarget,
@@ -101,7 +138,9 @@ export class WebhookVerifier {
       }
       case 'mailgun': {
         const signingKey = str(o, 'webhookSigningKey');
-        return signingKey ? outcome(verifyMailgunSignature(request, { signingKey })) : UNSIGNED;
+        return signingKey
+          ? outcome(verifyMailgunSignature(request, { signingKey, tokenReused: this.tokenReused }))
+          : UNSIGNED;
       }
       case 'postmark': {
         const username = str(o, 'webhookUsername');

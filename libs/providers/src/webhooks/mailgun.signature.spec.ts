@@ -21,13 +21,13 @@ const at = (rawBody: string, offsetMs = 0): WebhookRequest => ({
   now: new Date(TIMESTAMP * 1000 + offsetMs),
 });
 
-/** The injected token store: remembers every token it is asked about. */
+/** The injected token store: remembers each token with the first body it came with. */
 const tokenStore = () => {
-  const seen = new Set<string>();
-  return (token: string): boolean => {
-    const wasSeen = seen.has(token);
-    seen.add(token);
-    return wasSeen;
+  const seen = new Map<string, string>();
+  return (token: string, rawBody: string): boolean => {
+    const first = seen.get(token);
+    if (first === undefined) seen.set(token, rawBody);
+    return first !== undefined && first !== rawBody;
   };
 };
 
@@ -80,23 +80,26 @@ describe('verifyMailgunSignature', () => {
     });
   });
 
-  it('rejects a reused token through the injected hook', () => {
-    const options = { signingKey: SIGNING_KEY, seenToken: tokenStore() };
+  it('rejects a token reused with another body through the injected hook, and lets a retry of the same request through', () => {
+    const options = { signingKey: SIGNING_KEY, tokenReused: tokenStore() };
     expect(verifyMailgunSignature(at(body('tok-1')), options)).toEqual({ ok: true });
-    expect(verifyMailgunSignature(at(body('tok-1')), options)).toEqual({
+    expect(verifyMailgunSignature(at(body('tok-1')), options)).toEqual({ ok: true });
+    const forged = body('tok-1').replace('delivered', 'failed');
+    expect(forged).not.toBe(body('tok-1'));
+    expect(verifyMailgunSignature(at(forged), options)).toEqual({
       ok: false,
-      reason: 'Mailgun token already used',
+      reason: 'Mailgun token already used with another body',
     });
     expect(verifyMailgunSignature(at(body('tok-2')), options)).toEqual({ ok: true });
   });
 
   it('does not consult the token store for forged or stale requests', () => {
-    const seenToken = jest.fn(() => false);
+    const tokenReused = jest.fn(() => false);
     verifyMailgunSignature(at(body('tok-1', String(TIMESTAMP), 'forger')), {
       signingKey: SIGNING_KEY,
-      seenToken,
+      tokenReused,
     });
-    verifyMailgunSignature(at(body('tok-1'), 3_600_000), { signingKey: SIGNING_KEY, seenToken });
-    expect(seenToken).not.toHaveBeenCalled();
+    verifyMailgunSignature(at(body('tok-1'), 3_600_000), { signingKey: SIGNING_KEY, tokenReused });
+    expect(tokenReused).not.toHaveBeenCalled();
   });
 });

@@ -13,10 +13,13 @@ export interface MailgunSignatureOptions {
   /** Reject timestamps further than this from `now`; `null` turns the check off. */
   maxSkewMs?: number | null;
   /**
-   * Replay guard: return true when this token was seen before (and remember it). Called only for
-   * requests that are otherwise valid, so forged requests cannot fill the store.
+   * Replay guard: return true when this token came before with another body (and remember it with
+   * this one). The signature covers the timestamp and token, not the body, so a captured signature
+   * could carry forged content within the window; a retry of the same request (same token, same
+   * body) is not a replay. Called only for requests that are otherwise valid, so forged requests
+   * cannot fill the store.
    */
-  seenToken?: (token: string) => boolean;
+  tokenReused?: (token: string, rawBody: string) => boolean;
 }
 
 const signatureSchema = z.object({
@@ -33,7 +36,8 @@ export const verifyMailgunSignature = (
   options: MailgunSignatureOptions,
 ): SignatureCheck => {
   if (options.signingKey === '') return { ok: false, reason: 'no Mailgun signing key configured' };
-  const json = parseJsonSafely(rawBodyText(rawBody));
+  const text = rawBodyText(rawBody);
+  const json = parseJsonSafely(text);
   if (!json.ok) return { ok: false, reason: json.reason };
   const parsed = signatureSchema.safeParse(json.value);
   if (!parsed.success) return { ok: false, reason: `Mailgun body ${describeIssue(parsed.error)}` };
@@ -50,6 +54,7 @@ export const verifyMailgunSignature = (
   if (maxSkewMs !== null && Math.abs(now.getTime() - Number(timestamp) * 1000) > maxSkewMs) {
     return { ok: false, reason: `Mailgun timestamp outside the ${maxSkewMs} ms window` };
   }
-  if (options.seenToken?.(token) === true) return { ok: false, reason: 'Mailgun token already used' };
+  if (options.tokenReused?.(token, text) === true)
+    return { ok: false, reason: 'Mailgun token already used with another body' };
   return { ok: true };
 };
