@@ -561,6 +561,46 @@ describe('mail event matching (Postgres)', () => {
     expect(recorded.map((r: { s: string }) => r.s)).toEqual(['unmatched']);
   });
 
+  it("records a matched event for the service that sent its mail, whichever service's endpoint it came to", async () => {
+    const other = uuidv7();
+    await db.query(
+      `INSERT INTO sending_services (id, account_id, name, provider, from_email, pace, created_at, updated_at)
+       VALUES ($1, $2, 'shares the webhook URL', 'sandbox', 'b@example.com', '{"intervalMs":0}', now(), now())`,
+      [other, account],
+    );
+    const mine = await sentSubTask(taskA, 'shared-url@example.com');
+    const event = (eventId: string, extra: Record<string, unknown>) => ({
+      eventId,
+      type: 'delivered',
+      email: 'shared-url@example.com',
+      timestamp: Date.now(),
+      ...extra,
+    });
+    const logId = uuidv7();
+    await db.query(
+      `INSERT INTO event_logs (id, source, service_id, path, headers, raw_body, verified) VALUES ($1, 'sandbox', $2, '/x', '{}', $3, false)`,
+      [
+        logId,
+        other,
+        JSON.stringify({
+          events: [
+            event('shared-1', { trackingId: mine.tracking }),
+            event('shared-2', { messageId: 'pm-none' }),
+          ],
+        }),
+      ],
+    );
+    await processor.drain();
+    const recorded = await db.query(
+      `SELECT r->>'serviceId' AS service, r->>'matchStatus' AS status FROM events, jsonb_array_elements(data->'events') AS r
+        WHERE type = 'MailEventsRecorded' AND r->>'eventLogId' = $1 ORDER BY r->>'matchStatus'`,
+      [logId],
+    );
+    expect(await statusOf(mine.id)).toBe('delivered');
+    // Matched: the sender's; the one nothing matched yet is not settled, so not recorded.
+    expect(recorded).toEqual([{ service, status: 'matched' }]);
+  });
+
   it("counts each mail's soft bounces once toward its contact's limit, however many its provider reports", async () => {
     const contact = uuidv7();
     const task = uuidv7();

@@ -807,8 +807,11 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         mailEventId: event.id,
         eventLogId: event.event_log_id,
         provider: event.provider,
-        // The generic endpoint names no service: the matched sub-task's sender answers for it.
-        serviceId: event.service_id ?? match?.serviceId ?? null,
+        // The service whose mail it is: the matched sub-task's sender, whichever endpoint the
+        // callback came to (two services on one provider account may share a webhook URL, and the
+        // generic endpoint takes the first service whose secret verifies); unmatched, the
+        // endpoint's. The monitor's webhook-silence rule answers each service's sends with these.
+        serviceId: match?.serviceId ?? event.service_id ?? null,
         rawType: event.raw_type,
         matchStatus: match ? 'matched' : 'unmatched',
         matchStrategy: match?.strategy ?? null,
