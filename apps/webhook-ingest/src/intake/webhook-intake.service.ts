@@ -46,6 +46,8 @@ function flatHeaders(headers: IncomingWebhook['headers']): {
 interface Verified {
   serviceId: string | null;
   verified: boolean;
+  /** An SNS message from a topic its service names (see Verification.fromOwnTopic). */
+  fromOwnTopic?: true;
 }
 
 interface ServiceRow {
@@ -130,7 +132,7 @@ export class WebhookIntakeService {
     if (rawBody.includes('\u0000'))
       throw new DomainError('VALIDATION_FAILED', 'body contains a NUL character');
     const { all: headers, stored } = flatHeaders(incoming.headers);
-    const store = ({ serviceId, verified }: Verified) => {
+    const store = ({ serviceId, verified, fromOwnTopic }: Verified) => {
       const committed = this.writer.store({
         id: uuidv7(),
         source: provider,
@@ -142,7 +144,7 @@ export class WebhookIntakeService {
       });
       if (provider === 'ses' && verified)
         void committed.then(
-          () => this.confirmSubscription(rawBody, headers),
+          () => this.confirmSubscription(rawBody, headers, serviceId, fromOwnTopic === true),
           () => undefined, // not stored: answered 503, and SNS sends it again
         );
       return committed;
@@ -221,7 +223,10 @@ export class WebhookIntakeService {
     provider: WebhookProvider,
     serviceId: string | null,
   ): Verified {
-    if (!verification.failure) return { serviceId, verified: verification.verified };
+    if (!verification.failure)
+      return verification.fromOwnTopic
+        ? { serviceId, verified: verification.verified, fromOwnTopic: true }
+        : { serviceId, verified: verification.verified };
     if (verification.retryable) {
       this.logger.event('warn', 'webhook signature not checked for now; answered 503', {
         provider,
@@ -238,10 +243,27 @@ export class WebhookIntakeService {
     throw new DomainError('UNAUTHENTICATED', 'signature does not verify');
   }
 
-  /** SNS asks to confirm a subscription; the message verified, so its SubscribeURL is SNS's own. */
-  private async confirmSubscription(rawBody: string, headers: Record<string, string>): Promise<void> {
+  /**
+   * SNS asks to confirm a subscription; the message verified, so its SubscribeURL is SNS's own. It
+   * is confirmed only for a topic the service names in `webhookTopicArns`: a valid signature comes
+   * from any AWS account's topic, and a subscription confirmed for a stranger's topic would let
+   * them send this service any SES event they like.
+   */
+  private async confirmSubscription(
+    rawBody: string,
+    headers: Record<string, string>,
+    serviceId: string | null,
+    fromOwnTopic: boolean,
+  ): Promise<void> {
     const parsed = parseWebhook('ses', rawBody, headers);
     if (parsed.kind !== 'sns-subscription' || parsed.messageType !== 'SubscriptionConfirmation') return;
+    if (!fromOwnTopic) {
+      this.logger.event('warn', 'SNS subscription not confirmed: the service names no webhookTopicArns', {
+        serviceId,
+        topicArn: parsed.topicArn,
+      });
+      return;
+    }
     try {
       const response = await fetch(parsed.subscribeUrl, { signal: AbortSignal.timeout(10_000) });
       this.logger.event('info', 'SNS subscription confirmed', {

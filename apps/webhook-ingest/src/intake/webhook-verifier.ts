@@ -79,6 +79,8 @@ export interface Verification {
   failure?: string;
   /** The failure decided nothing (SNS's certificate did not download): the sender should retry. */
   retryable?: true;
+  /** An SNS message from one of the topics its service names: a subscription it asks for may be confirmed. */
+  fromOwnTopic?: true;
 }
 
 /**
@@ -111,12 +113,13 @@ export class WebhookVerifier {
     const request = { rawBody, headers, now: new Date() };
     if (target.provider === 'ses') {
       // SNS messages always carry a signature; it is always checked. It proves that SNS sent the
-      // message, from any AWS account's topic: `webhookTopicArns` names the service's own.
-      const topicArns = target.options.webhookTopicArns;
-      return verifySnsSignature(request, {
-        fetchCert: this.snsCertificates,
-        topicArns: Array.isArray(topicArns) && topicArns.length > 0 ? (topicArns as string[]) : undefined,
-      }).then(outcome);
+      // message, from any AWS account's topic: `webhookTopicArns` names the service's own, and
+      // only then may a subscription be confirmed (else anyone's topic could subscribe us).
+      const topics = target.options.webhookTopicArns;
+      const topicArns = Array.isArray(topics) && topics.length > 0 ? (topics as string[]) : undefined;
+      return verifySnsSignature(request, { fetchCert: this.snsCertificates, topicArns }).then((check) =>
+        check.ok && topicArns ? CONFIRMABLE : outcome(check),
+      );
     }
     const o = openSecretOptions(this.config.encryptionKey, target.options);
     switch (target.provider) {
@@ -154,6 +157,9 @@ export class WebhookVerifier {
     }
   }
 }
+
+/** A verified SNS message from a topic its service names. */
+const CONFIRMABLE: Verification = Object.freeze({ verified: true, fromOwnTopic: true });
 
 /** A request to a service without a secret: stored, as unverified. */
 const UNSIGNED: Verification = Object.freeze({ verified: false });
