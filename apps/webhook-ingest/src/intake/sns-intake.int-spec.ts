@@ -136,6 +136,14 @@ describe('SNS intake (Postgres)', () => {
     );
   });
 
+  it('refuses (401) a message changed after SNS signed it, and stores nothing', async () => {
+    const message = { ...signSnsMessage(notification(ourTopic)), Message: '{"eventType":"Bounce"}' };
+    await expect(post(intake(certificate), pinned, message)).rejects.toMatchObject({
+      code: 'UNAUTHENTICATED',
+    });
+    expect(await stored(message)).toEqual([]);
+  });
+
   it("refuses (401) a stranger's topic's subscription and notification, stores and confirms nothing", async () => {
     const certificates = jest.fn(certificate);
     const service = intake(certificates);
