@@ -1,8 +1,8 @@
 import { DataSource } from 'typeorm';
-import { newEvent } from '@edm/events';
+import { EVENT_MAX_BYTES, newEvent } from '@edm/events';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { createTestEnvironment, eventually, TestEnvironment } from '@edm/testing';
-import { ConcurrencyError } from './expected-version';
+import { ConcurrencyError, EventTooLargeError } from './expected-version';
 import { EventStore, START } from './event-store';
 import { uuidv7 } from './uuid-v7';
 
@@ -54,6 +54,37 @@ describe('EventStore (Postgres)', () => {
       ConcurrencyError,
     );
     expect(await store.readStream(stream)).toHaveLength(2);
+  });
+
+  it('refuses an event too large for the bus to carry, counting bytes, and stores nothing of its call', async () => {
+    const templateId = uuidv7();
+    const template = (html: string) =>
+      newEvent('TemplateCreated', {
+        templateId,
+        accountId: uuidv7(),
+        name: 't',
+        subject: 's',
+        html,
+        text: null,
+      });
+    const stream = `template-${templateId}`;
+    // 400,000 characters of two bytes each: under the limit counted in characters, over it in bytes.
+    const attempt = store.appendToStream(
+      stream,
+      'no_stream',
+      [paused(uuidv7()), template('é'.repeat(400_000))],
+      meta,
+    );
+    await expect(attempt).rejects.toBeInstanceOf(EventTooLargeError);
+    await expect(attempt).rejects.toMatchObject({ type: 'TemplateCreated', maxBytes: EVENT_MAX_BYTES });
+    expect(await store.readStream(stream)).toEqual([]);
+    const fits = await store.appendToStream(
+      stream,
+      'no_stream',
+      [template('a'.repeat(EVENT_MAX_BYTES - 4_096))],
+      meta,
+    );
+    expect(fits.map((e) => e.version)).toEqual([1]);
   });
 
   it('lets exactly one of many racing writers win the same expected version', async () => {

@@ -1,7 +1,7 @@
 import { DataSource, EntityManager } from 'typeorm';
-import { DomainEvent, EventMetadata, EventType, NewEvent } from '@edm/events';
+import { DomainEvent, EVENT_MAX_BYTES, EventMetadata, EventType, NewEvent } from '@edm/events';
 import { NamedStatement, PG_UNIQUE_VIOLATION, pgErrorCode, queryNamed } from '@edm/persistence';
-import { ConcurrencyError, expectedAsNumber, ExpectedVersion } from './expected-version';
+import { ConcurrencyError, EventTooLargeError, expectedAsNumber, ExpectedVersion } from './expected-version';
 import { Projection } from './projection';
 import { uuidv7 } from './uuid-v7';
 
@@ -148,12 +148,18 @@ export class EventStore {
       const own = append.metadata ? JSON.stringify(append.metadata) : shared;
       append.events.forEach((event, index) => {
         version += 1;
+        const data = JSON.stringify(event.data);
+        // UTF-8 takes at most three bytes a UTF-16 unit: only a long text needs counting.
+        if ((data.length + own.length) * 3 > EVENT_MAX_BYTES) {
+          const bytes = Buffer.byteLength(data) + Buffer.byteLength(own);
+          if (bytes > EVENT_MAX_BYTES) throw new EventTooLargeError(event.type, bytes, EVENT_MAX_BYTES);
+        }
         rows.push({
           id: uuidv7(),
           stream: append.streamId,
           version,
           type: event.type,
-          data: JSON.stringify(event.data),
+          data,
           // Only the first event of a stream carries the check that its predecessor exists.
           check: index === 0 && base !== null && base > 0 && !continues ? base : null,
           metadata: own,

@@ -15,6 +15,19 @@ export class ConcurrencyError extends Error {
   }
 }
 
+/** An event too large for the bus to carry (EVENT_MAX_BYTES): refused before it is stored. */
+export class EventTooLargeError extends Error {
+  readonly code = 'EVENT_TOO_LARGE';
+  constructor(
+    readonly type: string,
+    readonly bytes: number,
+    readonly maxBytes: number,
+  ) {
+    super(`${type} would be ${bytes} bytes; an event holds at most ${maxBytes}`);
+    this.name = 'EventTooLargeError';
+  }
+}
+
 export const expectedAsNumber = (expected: ExpectedVersion): number | null =>
   expected === 'any' ? null : expected === 'no_stream' ? 0 : expected;
 

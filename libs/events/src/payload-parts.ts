@@ -5,6 +5,13 @@
 export const BATCH_EVENT_MAX_BYTES = 256 * 1024;
 
 /**
+ * Bytes of one event's data and metadata at most. The relay publishes every committed event to
+ * NATS in order, and NATS refuses a message over its payload limit (1 MB by default): one such
+ * event would stop every event after it. So none is stored: the event store refuses it (413).
+ */
+export const EVENT_MAX_BYTES = 768 * 1024;
+
+/**
  * `items` in parts, in order, each listing at most `maxBytes` by `sizeOf` (an item larger than
  * that gets a part of its own). No part for no items.
  */

@@ -1,5 +1,6 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
 import type { Response } from 'express';
+import { EventTooLargeError } from '@edm/event-store';
 import { JsonLogger } from '@edm/observability';
 import { DomainError, DomainErrorCode, HTTP_STATUS } from './domain-error';
 
@@ -28,6 +29,11 @@ export function describeError(exception: unknown): [number, ErrorBody] {
       HTTP_STATUS[exception.code],
       { error: { code: exception.code, message: exception.message, fields: exception.fields } },
     ];
+  }
+  if (exception instanceof EventTooLargeError) {
+    // What would be recorded is too large to record (a task's content, most likely): the request's.
+    const message = `the request makes a ${exception.type} event of ${exception.bytes} bytes; at most ${exception.maxBytes} fit`;
+    return [HTTP_STATUS.PAYLOAD_TOO_LARGE, { error: { code: 'PAYLOAD_TOO_LARGE', message } }];
   }
   const parserType = (exception as { type?: unknown })?.type;
   if (typeof parserType === 'string' && parserType in BODY_PARSER_ERRORS) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { normaliseEmail } from '@edm/domain';
-import { newEvent, NewEvent, SubTaskSeed } from '@edm/events';
+import { EVENT_MAX_BYTES, inPayloadParts, newEvent, NewEvent, SubTaskSeed } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { DomainError, FieldProblem } from '@edm/platform';
 import { commandMetadata } from '../../../auth/command-metadata';
@@ -10,8 +10,24 @@ import { Principal } from '../../../auth/principal';
 import { ContactsService } from '../../../contacts/contacts.service';
 import { CreateTaskInput } from '../../tasks.schemas';
 
-/** Sub-tasks per SubTasksMaterialised event: keeps every event far below NATS' 1 MB payload limit. */
+/** Sub-tasks per SubTasksMaterialised event at most (fewer where addresses are long: seedBytes). */
 export const SUBTASK_CHUNK = 2_000;
+
+/** A seed's bytes in its event: the address, and about 180 for the ids, status and keys. */
+const seedBytes = (seed: SubTaskSeed) => 180 + Buffer.byteLength(seed.email);
+/** What a SubTasksMaterialised event lists at most, with room for the rest of the event. */
+export const SEEDS_MAX_BYTES = EVENT_MAX_BYTES - 64 * 1024;
+
+/**
+ * The seeds of SubTasksMaterialised events, in order: SUBTASK_CHUNK at most, fewer where the
+ * recipients' addresses are long, so that every event stays small enough for the bus to carry.
+ */
+export function subTaskChunks(seeds: readonly SubTaskSeed[]): SubTaskSeed[][] {
+  const chunks: SubTaskSeed[][] = [];
+  for (let i = 0; i < seeds.length; i += SUBTASK_CHUNK)
+    chunks.push(...inPayloadParts(seeds.slice(i, i + SUBTASK_CHUNK), seedBytes, SEEDS_MAX_BYTES));
+  return chunks;
+}
 
 export interface CreateTaskResult {
   status: 201 | 200;
@@ -121,16 +137,9 @@ export class CreateTaskUseCase {
         skipped,
       }),
     ];
-    for (let i = 0; i < seeds.length; i += SUBTASK_CHUNK) {
-      events.push(
-        newEvent('SubTasksMaterialised', {
-          taskId,
-          accountId,
-          chunk: i / SUBTASK_CHUNK,
-          subTasks: seeds.slice(i, i + SUBTASK_CHUNK),
-        }),
-      );
-    }
+    subTaskChunks(seeds).forEach((subTasks, chunk) =>
+      events.push(newEvent('SubTasksMaterialised', { taskId, accountId, chunk, subTasks })),
+    );
     const nothingToSend = skipped === seeds.length;
     if (nothingToSend) events.push(newEvent('TaskCompleted', { taskId }));
     await this.store.append(tx, [{ streamId: `task-${taskId}`, expectedVersion: 'no_stream', events }], meta);
