@@ -57,11 +57,20 @@ export const tasksProjection: Projection = {
             at,
           ],
         );
-      } else if (isEvent(event, 'TaskStarted') || isEvent(event, 'TaskResumed')) {
+      } else if (isEvent(event, 'TaskStarted')) {
         await tx.query(`UPDATE tasks SET status = 'sending', updated_at = $2 WHERE id = $1`, [
           event.data.taskId,
           at,
         ]);
+      } else if (isEvent(event, 'TaskResumed')) {
+        // A task resumed before its scheduled time waits for it again (the scheduler starts it
+        // then). Measured against the time the event records, not the clock, so a rebuild gives
+        // the same answer as the resume did.
+        await tx.query(
+          `UPDATE tasks SET status = CASE WHEN scheduled_at > $2 THEN 'scheduled' ELSE 'sending' END, updated_at = $2
+            WHERE id = $1`,
+          [event.data.taskId, at],
+        );
       } else if (isEvent(event, 'TaskPaused')) {
         await tx.query(`UPDATE tasks SET status = 'paused', updated_at = $2 WHERE id = $1`, [
           event.data.taskId,

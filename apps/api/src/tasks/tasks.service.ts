@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '@edm/config';
-import { diagnoseTask, repairTask } from '@edm/workflows';
+import { completeTasksIfDone, diagnoseTask, repairTask } from '@edm/workflows';
 import { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { EventType, newEvent, NewEvent, Pace, TaskStatus } from '@edm/events';
@@ -143,11 +143,15 @@ export class TasksService {
         } else {
           event = newEvent(rule.event as 'TaskPaused' | 'TaskResumed', { taskId: id });
         }
+        const meta = commandMetadata(principal);
         await this.store.append(
           tx,
           [{ streamId: `task-${id}`, expectedVersion: 'any', events: [event] }],
-          commandMetadata(principal),
+          meta,
         );
+        // Sends in flight when the task was paused may have finished it meanwhile, and completion
+        // skips paused tasks: nothing else would ever complete it once it is sending again.
+        if (command === 'resume') await completeTasksIfDone(tx, this.store, [id], meta);
       }),
     );
     return this.get(principal, id);
