@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { openSecretOptions, sealSecretOptions } from './secret-options';
+import {
+  keepMaskedSecrets,
+  maskSecretOptions,
+  openSecretOptions,
+  sealSecretOptions,
+  SECRET_MASK,
+} from './secret-options';
 
 describe('secret options', () => {
   const key = randomBytes(32);
@@ -35,6 +41,29 @@ describe('secret options', () => {
     expect(openSecretOptions(key, sealed)).toEqual({
       webhookAppKey: foreign,
       webhookSigningKey: 'sealed:v1.a.b.c',
+    });
+  });
+
+  it('masks every secret-named string and nothing else', () => {
+    expect(maskSecretOptions(sealSecretOptions(key, options))).toEqual({
+      ...options,
+      webhookAppKey: SECRET_MASK,
+      webhookPassword: SECRET_MASK,
+    });
+  });
+
+  it('gives a masked secret sent back the stored value, and takes any other value as given', () => {
+    const stored = sealSecretOptions(key, options);
+    const given = { ...maskSecretOptions(stored), webhookPassword: 'rotated', latencyMs: 9 };
+    expect(keepMaskedSecrets(given, stored)).toEqual({
+      ...given,
+      webhookAppKey: stored.webhookAppKey,
+    });
+  });
+
+  it('leaves out a masked secret with nothing stored behind it, and keeps a mask-like non-secret', () => {
+    expect(keepMaskedSecrets({ webhookSigningKey: SECRET_MASK, label: SECRET_MASK }, {})).toEqual({
+      label: SECRET_MASK,
     });
   });
 });

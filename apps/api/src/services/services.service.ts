@@ -1,7 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '@edm/config';
-import { openSecretOptions, sealCredentials, sealSecretOptions, SECRET_OPTION } from '@edm/domain';
+import {
+  keepMaskedSecrets,
+  maskSecretOptions,
+  openSecretOptions,
+  sealCredentials,
+  sealSecretOptions,
+} from '@edm/domain';
 import { EventData, newEvent, NewEvent } from '@edm/events';
 import { EventStore, retryOnConflict, uuidv7 } from '@edm/event-store';
 import { DomainError, notFound } from '@edm/platform';
@@ -70,17 +76,20 @@ export class ServicesService {
 
   async update(principal: Principal, id: string, input: UpdateServiceInput) {
     const current = await this.row(principal, id);
-    if (input.credentials || input.options) {
+    const { credentials, options: given, ...rest } = input;
+    // The options replace the stored ones as a whole, but a client that sends back what it read
+    // sends masked secrets: those keep their stored values rather than becoming the mask.
+    const options = given && keepMaskedSecrets(given, current.options);
+    if (credentials || options) {
       this.validateProviderConfig(
         current.provider,
-        input.credentials ?? {},
-        input.options ?? openSecretOptions(this.config.encryptionKey, current.options),
-        !input.credentials,
+        credentials ?? {},
+        openSecretOptions(this.config.encryptionKey, options ?? current.options),
+        !credentials,
       );
     }
-    const { credentials, ...rest } = input;
     const changes: EventData<'ServiceUpdated'>['changes'] = { ...rest };
-    if (rest.options) changes.options = sealSecretOptions(this.config.encryptionKey, rest.options);
+    if (options) changes.options = sealSecretOptions(this.config.encryptionKey, options);
     if (credentials) changes.credentialsSealed = sealCredentials(this.config.encryptionKey, credentials);
     if (Object.keys(changes).length)
       await this.appendTo(principal, id, [newEvent('ServiceUpdated', { serviceId: id, changes })]);
@@ -194,7 +203,7 @@ function present(row: ServiceRow) {
     quotaResetHourUtc: row.quota_reset_hour_utc,
     quotaUsed,
     quotaLeft: row.daily_quota === null ? null : Math.max(0, row.daily_quota - quotaUsed),
-    options: maskSecrets(row.options),
+    options: maskSecretOptions(row.options),
     hasCredentials: row.has_credentials,
     status: row.status,
     statusReason: row.status_reason,
@@ -205,13 +214,4 @@ function present(row: ServiceRow) {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
-}
-
-function maskSecrets(options: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(
-    Object.entries(options).map(([k, v]) => [
-      k,
-      SECRET_OPTION.test(k) && typeof v === 'string' ? '********' : v,
-    ]),
-  );
 }
