@@ -349,6 +349,52 @@ describe('api (e2e)', () => {
       ]);
     });
 
+    it('refuses (413) a task whose recorded event would be too large for the bus, and the relay goes on publishing', async () => {
+      const big = 'x'.repeat(500_000);
+      const template = await call('POST', '/api/v1/templates', {
+        body: { name: 'heavy', subject: 'Heavy', html: `<p>${big}</p>` },
+      });
+      expect(template.status).toBe(201);
+      expect(
+        (await call('PATCH', `/api/v1/templates/${template.body.id}`, { body: { text: big } })).status,
+      ).toBe(200);
+      const eventsBefore = (await db.query(`SELECT count(*)::int AS n FROM events`)).rows[0].n;
+      const heavy = await call('POST', '/api/v1/tasks', {
+        body: {
+          name: 'heavy run',
+          templateId: template.body.id,
+          recipients: { emails: ['heavy@example.com'] },
+        },
+      });
+      expect(heavy.status).toBe(413);
+      expect(heavy.body.error).toMatchObject({
+        code: 'PAYLOAD_TOO_LARGE',
+        message: expect.stringContaining('TaskCreated'),
+      });
+      expect((await db.query(`SELECT count(*)::int AS n FROM events`)).rows[0].n).toBe(eventsBefore);
+      // What comes next is recorded and published: the relay's checkpoint passes it.
+      const light = await call('POST', '/api/v1/tasks', {
+        body: {
+          name: 'light run',
+          subject: 'Light',
+          text: 'hello',
+          recipients: { emails: ['light@example.com'] },
+        },
+      });
+      expect(light.status).toBe(201);
+      const last = (await db.query(`SELECT max(global_position)::bigint AS p FROM events`)).rows[0].p;
+      const deadline = Date.now() + 15_000;
+      let checkpoint = 0n;
+      while (Date.now() < deadline) {
+        checkpoint = BigInt(
+          (await db.query(`SELECT max(position) AS p FROM relay_checkpoints`)).rows[0].p ?? 0,
+        );
+        if (checkpoint >= BigInt(last)) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(checkpoint >= BigInt(last)).toBe(true);
+    });
+
     it('returns the first answer to a retried Idempotency-Key and refuses a different body under it', async () => {
       await call('POST', '/api/v1/contacts', {
         body: { contacts: [{ email: 'idem@example.com', tags: ['idem'] }] },
