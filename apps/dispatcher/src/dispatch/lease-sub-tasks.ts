@@ -1,6 +1,7 @@
 import { EntityManager } from 'typeorm';
 import { EventMetadata, newEvent, Pace } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
+import { completeTasksIfDone } from '@edm/workflows';
 import { capacity, consume, ServiceLimits, ServiceRuntime } from './service-capacity';
 
 export interface DispatchService {
@@ -78,7 +79,8 @@ export interface LeaseRequest {
  * - next in line: highest priority first, then the task served longest ago (round robin), so a huge
  *   task never starves a small one;
  * - rows are claimed with FOR UPDATE SKIP LOCKED, so concurrent leases never take the same one,
- *   and get a lease expiry after which any replica reclaims them.
+ *   and get a lease expiry after which any replica reclaims them;
+ * - a row whose contact is no longer active is never leased: it is skipped instead.
  *
  * The batch is leased and marked `sending` at once (one row write per sub-task, one
  * SubTaskBatchLeased event for the batch), with everything its mails need read in the same
@@ -126,41 +128,31 @@ export async function leaseSubTasks(
     return { kind: 'pace', service, waitMs: room.waitMs };
   }
 
-  const leased: LeasedSubTask[] = (
-    await tx.query(
-      `WITH next_task AS (
-         SELECT t.id FROM tasks t LEFT JOIN task_dispatch d ON d.task_id = t.id
-          WHERE t.status = 'sending' AND t.account_id = $2
-            AND (cardinality(t.service_ids) = 0 OR $1::uuid = ANY (t.service_ids))
-            AND EXISTS (SELECT 1 FROM sub_tasks p WHERE p.task_id = t.id AND p.status = 'pending' AND p.next_attempt_at <= now())
-          ORDER BY t.priority DESC, d.last_leased_at ASC NULLS FIRST, t.created_at
-          LIMIT 1
-       ), picked AS (
-         SELECT p.id, p.contact_id FROM sub_tasks p
-          WHERE p.task_id = (SELECT id FROM next_task) AND p.status = 'pending' AND p.next_attempt_at <= now()
-          ORDER BY p.next_attempt_at, p.id
-          LIMIT $5
-            FOR UPDATE SKIP LOCKED
-       )
-       UPDATE sub_tasks s
-          SET status = 'sending', service_id = $1, lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
-              attempts = s.attempts + 1, updated_at = now()
-         FROM picked LEFT JOIN contacts c ON c.id = picked.contact_id
-        WHERE s.id = picked.id
-      RETURNING s.id, s.task_id AS "taskId", s.email, s.tracking_id AS "trackingId",
-                s.attempts AS attempt, s.lease_expires_at AS "leaseExpiresAt",
-                c.name AS "contactName", c.attributes`,
-      [service.id, service.accountId, request.owner, request.leaseMs, room.allowed],
-    )
-  )[0];
-  if (leased.length === 0) return { kind: 'no-work', service };
+  // Suppressed rows count against a statement's batch: one that took only those leases again,
+  // so the work behind them does not wait for the next poll.
+  let picked: PickedRow[];
+  do {
+    picked = await tx.query(LEASE_STATEMENT, [
+      service.id,
+      service.accountId,
+      request.owner,
+      request.leaseMs,
+      room.allowed,
+    ]);
+    const suppressed = picked.filter((p) => !p.leased);
+    if (suppressed.length > 0)
+      await skipSuppressed(tx, store, suppressed, suppressed.length === picked.length, meta);
+  } while (picked.length > 0 && picked.every((p) => !p.leased));
+  const taken = picked.filter((p) => p.leased);
+  if (taken.length === 0) return { kind: 'no-work', service };
+  const leased = taken.map(toLeased);
+  const leaseExpiresAt = taken[0].leaseExpiresAt!;
 
   const after = consume(service.limits, runtime, earliest, leased.length);
   await tx.query(
     `UPDATE service_runtime SET next_slot_at = $2, quota_used = $3, quota_window_start = $4 WHERE service_id = $1`,
     [service.id, after.nextSlotAt, after.quotaUsed, after.quotaWindowStart],
   );
-  const leaseExpiresAt = (leased[0] as LeasedSubTask & { leaseExpiresAt: Date }).leaseExpiresAt;
   await store.append(
     tx,
     [
@@ -196,6 +188,84 @@ export async function leaseSubTasks(
       : now,
   );
   return { kind: 'leased', service, leased, content, notBefore, databaseNow: now };
+}
+
+/**
+ * The ready sub-tasks of the task next in line, locked; those whose contact is active (or who
+ * have none) are leased, the others come back unleased. A contact suppressed while its
+ * sub-task was in flight (sending, then back to pending after a passing error) escaped the
+ * webhook's skipping: this is the last point before the send where that shows.
+ */
+const LEASE_STATEMENT = `
+  WITH next_task AS (
+    SELECT t.id FROM tasks t LEFT JOIN task_dispatch d ON d.task_id = t.id
+     WHERE t.status = 'sending' AND t.account_id = $2
+       AND (cardinality(t.service_ids) = 0 OR $1::uuid = ANY (t.service_ids))
+       AND EXISTS (SELECT 1 FROM sub_tasks p WHERE p.task_id = t.id AND p.status = 'pending' AND p.next_attempt_at <= now())
+     ORDER BY t.priority DESC, d.last_leased_at ASC NULLS FIRST, t.created_at
+     LIMIT 1
+  ), picked AS (
+    SELECT p.id, p.task_id, p.version, p.next_attempt_at, c.status AS contact_status, c.name, c.attributes
+      FROM sub_tasks p LEFT JOIN contacts c ON c.id = p.contact_id
+     WHERE p.task_id = (SELECT id FROM next_task) AND p.status = 'pending' AND p.next_attempt_at <= now()
+     ORDER BY p.next_attempt_at, p.id
+     LIMIT $5
+       FOR UPDATE OF p SKIP LOCKED
+  ), leased AS (
+    UPDATE sub_tasks s
+       SET status = 'sending', service_id = $1, lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
+           attempts = s.attempts + 1, updated_at = now()
+      FROM picked
+     WHERE s.id = picked.id AND coalesce(picked.contact_status, 'active') = 'active'
+    RETURNING s.id, s.email, s.tracking_id, s.attempts, s.lease_expires_at
+  )
+  SELECT p.id, p.task_id AS "taskId", p.version, p.contact_status AS "contactStatus", l.id IS NOT NULL AS leased,
+         l.email, l.tracking_id AS "trackingId", l.attempts AS attempt, l.lease_expires_at AS "leaseExpiresAt",
+         p.name AS "contactName", p.attributes
+    FROM picked p LEFT JOIN leased l ON l.id = p.id
+   ORDER BY p.next_attempt_at, p.id`;
+
+type PickedRow = LeasedSubTask & {
+  version: number;
+  contactStatus: string | null;
+  leased: boolean;
+  leaseExpiresAt: Date | null;
+};
+
+function toLeased(p: PickedRow): LeasedSubTask {
+  const { id, taskId, email, trackingId, attempt, contactName, attributes } = p;
+  return { id, taskId, email, trackingId, attempt, contactName, attributes };
+}
+
+/**
+ * Picked sub-tasks of suppressed contacts end `skipped`, as webhook-ingest skips them when the
+ * contact is first suppressed; left pending they would keep their task from ever completing.
+ * Only a task none of whose sub-tasks this lease took may be done now (and its row is locked
+ * only then): a leased one is open until its outcome, whose recording completes the task.
+ */
+async function skipSuppressed(
+  tx: EntityManager,
+  store: EventStore,
+  suppressed: readonly PickedRow[],
+  mayBeDone: boolean,
+  meta: EventMetadata,
+): Promise<void> {
+  await store.append(
+    tx,
+    suppressed.map((p) => ({
+      streamId: `subtask-${p.id}`,
+      expectedVersion: p.version,
+      events: [
+        newEvent('SubTaskSkipped', {
+          subTaskId: p.id,
+          taskId: p.taskId,
+          reason: `contact ${p.contactStatus}`,
+        }),
+      ],
+    })),
+    meta,
+  );
+  if (mayBeDone) await completeTasksIfDone(tx, store, [suppressed[0].taskId], meta);
 }
 
 /** Once per quota window, and only while work is waiting, the exhaustion is an event. */
