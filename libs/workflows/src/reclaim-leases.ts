@@ -14,7 +14,6 @@ interface HeldRow {
   attempts: number;
   version: number;
   provider: string | null;
-  task_status: string;
 }
 
 /**
@@ -51,8 +50,8 @@ export async function reclaimLeases(
 ): Promise<number> {
   const [where, params, why] = selection(which);
   const rows: HeldRow[] = await tx.query(
-    `SELECT s.id, s.task_id, s.status, s.service_id, s.attempts, s.version, sv.provider, t.status AS task_status
-       FROM sub_tasks s JOIN tasks t ON t.id = s.task_id LEFT JOIN sending_services sv ON sv.id = s.service_id
+    `SELECT s.id, s.task_id, s.status, s.service_id, s.attempts, s.version, sv.provider
+       FROM sub_tasks s LEFT JOIN sending_services sv ON sv.id = s.service_id
       WHERE ${where}
       ORDER BY s.lease_expires_at
       LIMIT $1
@@ -60,6 +59,17 @@ export async function reclaimLeases(
     [limit, ...params],
   );
   if (rows.length === 0) return 0;
+  // Whether a task was cancelled is read under its row lock: the cancel holds it until it commits
+  // and cancels only the sub-tasks pending then, so a read without it could miss a cancel
+  // committing meanwhile and release our rows to pending under a cancelled task. FOR UPDATE, as
+  // completeTasksIfDone below takes it anyway; in id order, after the sub-tasks, as elsewhere.
+  const taskStatus = new Map<string, string>(
+    (
+      await tx.query(`SELECT id, status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [
+        [...new Set(rows.map((r) => r.task_id))],
+      ])
+    ).map((t: { id: string; status: string }) => [t.id, t.status]),
+  );
   await store.append(
     tx,
     rows.map((row) => {
@@ -71,7 +81,7 @@ export async function reclaimLeases(
           serviceId: row.service_id,
           reason: `${why} while sending: the provider may have accepted it`,
         });
-      } else if (row.task_status === 'cancelled') {
+      } else if (taskStatus.get(row.task_id) === 'cancelled') {
         event = newEvent('SubTaskCancelled', ref);
       } else {
         event = newEvent('SubTaskReleased', {

@@ -1,4 +1,5 @@
 import { DataSource } from 'typeorm';
+import { newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { allProjections } from '@edm/read-models';
@@ -95,9 +96,21 @@ describe('recordOutcomes (Postgres)', () => {
       )
     )[0].n;
 
+  /** Until a session of this database waits for a row lock. */
+  const untilWaitingForALock = async () => {
+    for (let i = 0; i < 200; i += 1) {
+      const [{ n }] = await db.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+      );
+      if (n > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error('nothing waited for a lock');
+  };
+
   beforeAll(async () => {
     env = await createTestEnvironment('record_outcomes');
-    db = createDataSource({ url: env.databaseUrl, poolSize: 2, applicationName: 'test' });
+    db = createDataSource({ url: env.databaseUrl, poolSize: 3, applicationName: 'test' });
     await db.initialize();
     await runMigrations(db);
     await db.query(`INSERT INTO accounts VALUES ($1, 'acct', now())`, [account]);
@@ -149,5 +162,84 @@ describe('recordOutcomes (Postgres)', () => {
     expect(await recordSent([id])).toEqual([]);
     expect(await row(id)).toEqual({ status: 'sent', provider_message_id: `pm-${id}`, sent_at: sentAt });
     expect(await batchesSending(id)).toBe(1);
+  });
+
+  // The API's cancel turns only the sub-tasks pending at that moment into cancelled; one being
+  // sent comes back to pending afterwards, and must then see the cancel rather than stay pending.
+  it('cancels, not retries, a sub-task whose task a concurrent cancel committed', async () => {
+    const cancelledTask = uuidv7();
+    const id = uuidv7();
+    await db.query(
+      `INSERT INTO tasks (id, account_id, name, subject, status, total, created_at, updated_at)
+       VALUES ($1, $2, 't', 's', 'sending', 1, now(), now())`,
+      [cancelledTask, account],
+    );
+    await db.query(
+      `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, lease_owner, attempts, tracking_id, version, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, 'sending', $5, $6, 1, $7, 0, now(), now())`,
+      [id, cancelledTask, account, `${id}@example.com`, service.id, owner, id.replace(/-/g, '')],
+    );
+    // The cancel as the API makes it, held open until the recording waits for it.
+    const cancel = db.createQueryRunner();
+    await cancel.startTransaction();
+    await cancel.query(`SELECT status FROM tasks WHERE id = $1 FOR UPDATE`, [cancelledTask]);
+    await store.append(
+      cancel.manager,
+      [
+        {
+          streamId: `task-${cancelledTask}`,
+          expectedVersion: 'any',
+          events: [newEvent('TaskCancelled', { taskId: cancelledTask, cancelledSubTasks: 0 })],
+        },
+      ],
+      { correlationId: uuidv7(), causationId: null },
+    );
+
+    const recording = db.transaction((tx) =>
+      recordOutcomes(
+        tx,
+        store,
+        service,
+        [
+          {
+            subTask: {
+              id,
+              taskId: cancelledTask,
+              email: `${id}@example.com`,
+              trackingId: id.replace(/-/g, ''),
+              attempt: 1,
+              contactName: null,
+              attributes: null,
+            },
+            decision: decideOutcome(
+              { subTaskId: id, taskId: cancelledTask, serviceId: service.id, attempt: 1 },
+              { kind: 'transient', reason: 'try later' },
+              {
+                maxAttempts: 3,
+                retryBaseMs: 1_000,
+                retryMaxMs: 60_000,
+                idempotentProvider: true,
+                random: () => 0.5,
+              },
+              sentAt,
+            ),
+          },
+        ],
+        () => new Date(),
+        { correlationId: uuidv7(), causationId: null },
+        owner,
+        () => undefined,
+      ),
+    );
+    await untilWaitingForALock();
+    await cancel.commitTransaction();
+    await cancel.release();
+    await recording;
+
+    expect((await row(id)).status).toBe('cancelled');
+    const events = await db.query(`SELECT type FROM events WHERE stream_id = $1 ORDER BY version`, [
+      `subtask-${id}`,
+    ]);
+    expect(events).toEqual([{ type: 'SubTaskCancelled' }]);
   });
 });

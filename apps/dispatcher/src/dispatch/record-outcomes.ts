@@ -57,13 +57,6 @@ export async function recordOutcomes(
   owner: string,
   onDropped: (subTaskId: string, outcome: string, status: string) => void,
 ): Promise<{ frozen: boolean }> {
-  const cancelled = new Set<string>(
-    (
-      await tx.query(`SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND status = 'cancelled'`, [
-        [...new Set(results.map((r) => r.subTask.taskId))],
-      ])
-    ).map((r: { id: string }) => r.id),
-  );
   // The rows as they are now: a webhook may have moved a sub-task on (delivered before our own
   // write), or the lease may have expired and been reclaimed meanwhile. Locked in id order, as
   // webhook-ingest locks them, so the two never deadlock over a batch they share.
@@ -75,10 +68,7 @@ export async function recordOutcomes(
       )
     ).map((r: { id: string; status: string; version: number; lease_owner: string | null }) => [r.id, r]),
   );
-  const appends: StreamAppend[] = [];
   const applied: SendResult[] = [];
-  // Accepted sends are recorded per task as one SubTaskBatchSent: an event per batch, not per mail.
-  const sentByTask = new Map<string, EventData<'SubTaskBatchSent'>['sent']>();
   for (const result of results) {
     const { subTask, decision } = result;
     const row = current.get(subTask.id);
@@ -91,32 +81,8 @@ export async function recordOutcomes(
       onDropped(subTask.id, decision.event.type, row?.status ?? 'missing');
       continue;
     }
-    const backToPending =
-      decision.event.type === 'SubTaskReleased' || decision.event.type === 'SubTaskRetryScheduled';
-    const event: NewEvent =
-      backToPending && cancelled.has(subTask.taskId)
-        ? newEvent('SubTaskCancelled', { subTaskId: subTask.id, taskId: subTask.taskId })
-        : decision.event;
     applied.push(result);
-    if (event.type === 'SubTaskSent') {
-      const { subTaskId, providerMessageId, sentAt } = event.data;
-      let sent = sentByTask.get(subTask.taskId);
-      if (!sent) sentByTask.set(subTask.taskId, (sent = []));
-      sent.push({ subTaskId, providerMessageId, sentAt });
-      continue;
-    }
-    appends.push({ streamId: `subtask-${subTask.id}`, expectedVersion: row.version, events: [event] });
   }
-  for (const [taskId, sent] of sentByTask) {
-    for (const part of byPayloadSize(sent)) {
-      appends.push({
-        streamId: `sends-${uuidv7()}`,
-        expectedVersion: 'no_stream',
-        events: [newEvent('SubTaskBatchSent', { taskId, serviceId: service.id, sent: part })],
-      });
-    }
-  }
-  await store.append(tx, appends, meta);
 
   let failures: number | null = null;
   let lastError: string | null = null;
@@ -147,6 +113,52 @@ export async function recordOutcomes(
       [service.id, failures ?? 0, lastError, lastSent],
     )
     .then((r: [{ frozen_count: number }[], number]) => r[0]);
+
+  // Whether the task was cancelled is read under its row lock: the cancel holds that lock until
+  // it commits and cancels only the sub-tasks pending then, so one read without it could miss a
+  // cancel committing meanwhile and put our sub-task back to pending under a cancelled task.
+  // FOR UPDATE, not SHARE: completeTasksIfDone below takes it anyway, and two recordings of one
+  // task upgrading a shared lock would deadlock. Taken after the sub-tasks and the service's
+  // runtime row, in the order the lease, webhook-ingest and completion take them.
+  const cancelled = new Set<string>(
+    (
+      await tx.query(`SELECT id, status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [
+        [...new Set(applied.map((r) => r.subTask.taskId))],
+      ])
+    )
+      .filter((r: { status: string }) => r.status === 'cancelled')
+      .map((r: { id: string }) => r.id),
+  );
+  const appends: StreamAppend[] = [];
+  // Accepted sends are recorded per task as one SubTaskBatchSent: an event per batch, not per mail.
+  const sentByTask = new Map<string, EventData<'SubTaskBatchSent'>['sent']>();
+  for (const { subTask, decision } of applied) {
+    const row = current.get(subTask.id)!;
+    const backToPending =
+      decision.event.type === 'SubTaskReleased' || decision.event.type === 'SubTaskRetryScheduled';
+    const event: NewEvent =
+      backToPending && cancelled.has(subTask.taskId)
+        ? newEvent('SubTaskCancelled', { subTaskId: subTask.id, taskId: subTask.taskId })
+        : decision.event;
+    if (event.type === 'SubTaskSent') {
+      const { subTaskId, providerMessageId, sentAt } = event.data;
+      let sent = sentByTask.get(subTask.taskId);
+      if (!sent) sentByTask.set(subTask.taskId, (sent = []));
+      sent.push({ subTaskId, providerMessageId, sentAt });
+      continue;
+    }
+    appends.push({ streamId: `subtask-${subTask.id}`, expectedVersion: row.version, events: [event] });
+  }
+  for (const [taskId, sent] of sentByTask) {
+    for (const part of byPayloadSize(sent)) {
+      appends.push({
+        streamId: `sends-${uuidv7()}`,
+        expectedVersion: 'no_stream',
+        events: [newEvent('SubTaskBatchSent', { taskId, serviceId: service.id, sent: part })],
+      });
+    }
+  }
+  await store.append(tx, appends, meta);
 
   const freezeReason = applied.find((r) => r.decision.freezeReason)?.decision.freezeReason;
   let frozen = false;
