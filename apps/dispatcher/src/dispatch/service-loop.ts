@@ -32,14 +32,15 @@ export interface ServiceLoopDeps {
 export class ServiceLoop {
   private running = false;
   private done?: Promise<void>;
-  private wakeUp?: () => void;
+  private sleeps = new WakeableSleep();
+  /** Set by stop: recording outcomes is retried no later than this (local clock). */
+  private stopDeadline = Infinity;
   private readonly inFlight = new Set<Promise<void>>();
   /** After an automatic unfreeze, one mail at a time until one gets through. */
   private probing = false;
   /** Requests of this loop start one after another, in slot order, never closer than the pace. */
   private gate: Promise<void> = Promise.resolve();
   private lastRequestAt = 0;
-  private woken = false;
   private readonly linkKey: Buffer;
 
   constructor(
@@ -56,21 +57,27 @@ export class ServiceLoop {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.sleeps = new WakeableSleep();
+    this.stopDeadline = Infinity;
     this.done = this.supervise();
   }
 
-  /** Stops leasing at once, then waits for the sends in flight to be recorded. */
+  /**
+   * Stops leasing at once, then waits for the sends in flight to be recorded. Their recording
+   * is retried for at most half the shutdown time: the rest is for releasing what was never
+   * sent and closing, before the process is made to exit.
+   */
   async stop(): Promise<void> {
     this.running = false;
-    this.wake();
+    this.stopDeadline = Date.now() + this.deps.config.SHUTDOWN_TIMEOUT_MS / 2;
+    this.sleeps.stop();
     await this.done;
     await Promise.allSettled([...this.inFlight]);
   }
 
   /** A wake-up that finds the loop busy is kept, so its next sleep returns at once. */
   wake(): void {
-    this.woken = true;
-    this.wakeUp?.();
+    this.sleeps.wake();
   }
 
   private async supervise(): Promise<void> {
@@ -84,7 +91,7 @@ export class ServiceLoop {
           serviceId: this.serviceId,
           error: String(error),
         });
-        await this.sleep(backoff);
+        await this.sleeps.sleep(backoff);
         backoff = Math.min(backoff * 2, 30_000);
       }
     }
@@ -97,6 +104,7 @@ export class ServiceLoop {
         await Promise.race(this.inFlight);
         continue;
       }
+      const leasedAt = Date.now();
       const result = await this.deps.dataSource.transaction(async (tx) => {
         const lease = await leaseSubTasks(
           tx,
@@ -117,19 +125,28 @@ export class ServiceLoop {
         case 'leased': {
           const offset = result.databaseNow.getTime() - Date.now();
           const sendAt = result.notBefore.map((at) => at.getTime() - offset);
-          const work = this.send(result.service, result.sender, result.content, result.leased, sendAt).catch(
-            (error: unknown) =>
-              this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
-                serviceId: this.serviceId,
-                error: String(error),
-              }),
+          // The lease expires DISPATCH_LEASE_MS after its transaction began, which was after
+          // `leasedAt`: recording stops trying well before anyone may reclaim the batch.
+          const recordBy = leasedAt + config.DISPATCH_LEASE_MS - recordingMarginMs(config.DISPATCH_LEASE_MS);
+          const work = this.send(
+            result.service,
+            result.sender,
+            result.content,
+            result.leased,
+            sendAt,
+            recordBy,
+          ).catch((error: unknown) =>
+            this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
+              serviceId: this.serviceId,
+              error: String(error),
+            }),
           );
           this.inFlight.add(work);
           void work.finally(() => this.inFlight.delete(work));
           break;
         }
         case 'pace':
-          await this.sleep(Math.min(result.waitMs, config.DISPATCH_POLL_INTERVAL_MS), false);
+          await this.sleeps.sleep(Math.min(result.waitMs, config.DISPATCH_POLL_INTERVAL_MS), false);
           break;
         case 'not-active':
           if (!result.service) return void (this.running = false);
@@ -143,11 +160,11 @@ export class ServiceLoop {
             const untilThaw = result.service.frozenUntil
               ? result.service.frozenUntil.getTime() - Date.now()
               : Infinity;
-            await this.sleep(Math.max(10, Math.min(untilThaw, config.DISPATCH_POLL_INTERVAL_MS)));
+            await this.sleeps.sleep(Math.max(10, Math.min(untilThaw, config.DISPATCH_POLL_INTERVAL_MS)));
           }
           break;
         default:
-          await this.sleep(config.DISPATCH_POLL_INTERVAL_MS);
+          await this.sleeps.sleep(config.DISPATCH_POLL_INTERVAL_MS);
       }
     }
   }
@@ -159,6 +176,7 @@ export class ServiceLoop {
     task: TaskContent,
     leased: LeasedSubTask[],
     sendAt: number[],
+    recordBy: number,
   ): Promise<void> {
     const { dataSource, store, config } = this.deps;
     const policy = {
@@ -203,11 +221,11 @@ export class ServiceLoop {
     if (results.some((r) => r.decision.event.type === 'SubTaskSent')) this.probing = false;
     const freezeUntil = (count: number) =>
       new Date(Date.now() + config.DISPATCH_FREEZE_COOLDOWN_MS * 2 ** Math.min(count, 6));
-    // The outcomes are known only here: a passing database error must not lose them to the
-    // reaper (which could only call them unknown), so recording is retried a few times.
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        await dataSource.transaction((tx) =>
+    // The outcomes are known only here: a database outage must not lose them to the reaper
+    // (which could only call them unknown), so recording is retried while the lease is ours.
+    await retryUntil(
+      () =>
+        dataSource.transaction((tx) =>
           recordOutcomes(
             tx,
             store,
@@ -223,18 +241,16 @@ export class ServiceLoop {
                 status,
               }),
           ),
-        );
-        return;
-      } catch (error) {
-        if (attempt >= 4) throw error;
-        this.deps.log('warn', 'recording send outcomes failed; retrying', {
+        ),
+      () => Math.min(recordBy, this.stopDeadline),
+      (attempt, error, retryInMs) =>
+        this.deps.log('warn', 'recording send outcomes failed', {
           serviceId: service.id,
           attempt,
+          retryInMs,
           error: String(error),
-        });
-        await new Promise((resolve) => setTimeout(resolve, 250 * 3 ** (attempt - 1)));
-      }
-    }
+        }),
+    );
   }
 
   /**
@@ -291,24 +307,84 @@ export class ServiceLoop {
       this.deps.log('info', 'service unfrozen for a probe', { serviceId: this.serviceId });
     }
   }
+}
 
-  private sleep(ms: number, wakeable = true): Promise<void> {
+/**
+ * How long before its lease expires a batch's recording stops being retried: the last attempt's
+ * own time (waiting for locks) and the drift between the local and the database clock.
+ */
+export function recordingMarginMs(leaseMs: number): number {
+  return Math.min(10_000, leaseMs / 4);
+}
+
+const RECORDING_RETRY_BASE_MS = 250;
+const RECORDING_RETRY_MAX_MS = 5_000;
+
+/**
+ * Runs `attempt` until it succeeds, waiting between failures with a backoff that doubles up to a
+ * cap. Past `deadline()` (read after each failure, so it can be brought forward) the last error
+ * is thrown; the last wait is cut to end at the deadline, so there is one attempt there.
+ */
+export async function retryUntil<T>(
+  attempt: () => Promise<T>,
+  deadline: () => number,
+  onFailure: (attempt: number, error: unknown, retryInMs: number | null) => void,
+  now: () => number = Date.now,
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+): Promise<T> {
+  for (let n = 1; ; n += 1) {
+    try {
+      return await attempt();
+    } catch (error) {
+      const left = deadline() - now();
+      const retryInMs =
+        left > 0
+          ? Math.min(left, RECORDING_RETRY_BASE_MS * 2 ** Math.min(n - 1, 16), RECORDING_RETRY_MAX_MS)
+          : null;
+      onFailure(n, error, retryInMs);
+      if (retryInMs === null) throw error;
+      await sleep(retryInMs);
+    }
+  }
+}
+
+/**
+ * The loop's sleeps. A wake-up cuts a wakeable sleep short; one that finds no such sleep (the
+ * loop busy, or in a pace sleep, which it must not shorten) is kept, and the next wakeable sleep
+ * returns at once. After stop, every sleep, a pace sleep too, returns at once.
+ */
+export class WakeableSleep {
+  private woken = false;
+  private stopped = false;
+  private current?: { wakeable: boolean; end: () => void };
+
+  wake(): void {
+    if (this.current?.wakeable) this.current.end();
+    else this.woken = true;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.current?.end();
+  }
+
+  sleep(ms: number, wakeable = true): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     if (wakeable && this.woken) {
       this.woken = false;
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      if (wakeable || !this.running) {
-        this.wakeUp = () => {
-          this.woken = false;
-          done();
-        };
-      }
+      const sleep = {
+        wakeable,
+        end: () => {
+          clearTimeout(timer);
+          if (this.current === sleep) this.current = undefined;
+          resolve();
+        },
+      };
+      const timer = setTimeout(sleep.end, ms);
+      this.current = sleep;
     });
   }
 }
