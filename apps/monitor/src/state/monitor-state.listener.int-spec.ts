@@ -43,6 +43,10 @@ describe('monitor state from the event stream (Postgres)', () => {
       },
       at,
     );
+  const ref = (taskId: string) => ({ subTaskId: uuidv7(), taskId });
+  const progressOf = async (taskId: string): Promise<Date | undefined> =>
+    (await db.query(`SELECT last_progress_at FROM monitor_task_state WHERE task_id = $1`, [taskId]))[0]
+      ?.last_progress_at;
   const stateOf = async (serviceId: string) =>
     (
       await db.query(
@@ -99,5 +103,78 @@ describe('monitor state from the event stream (Postgres)', () => {
       last_webhook_at: heardAt,
       first_unanswered_sent_at: null,
     });
+  });
+
+  it('counts a task as progressing only when its sub-tasks are sent or end, not on webhooks, retries, releases or leases', async () => {
+    const taskId = uuidv7();
+    const serviceId = uuidv7();
+    const sentAt = new Date(Date.now() - 10 * 60_000);
+    await listener.apply(
+      envelope(
+        'SubTaskBatchSent',
+        {
+          taskId,
+          serviceId,
+          sent: [{ subTaskId: uuidv7(), providerMessageId: null, sentAt: sentAt.toISOString() }],
+        },
+        sentAt,
+      ),
+    );
+    expect(await progressOf(taskId)).toEqual(sentAt);
+
+    // The incident: the dispatcher wedged with most of the task pending, while the mail already
+    // sent is delivered and opened, and leases are taken and given back without a send.
+    const later = () => new Date(Date.now() - 60_000);
+    const leaseExpiresAt = new Date(Date.now() + 60_000).toISOString();
+    const noise: [string, unknown][] = [
+      [
+        'SubTaskProgressed',
+        {
+          ...ref(taskId),
+          from: 'sent',
+          to: 'opened',
+          mailEvent: 'open',
+          eventLogId: uuidv7(),
+          occurredAt: later().toISOString(),
+        },
+      ],
+      [
+        'SubTaskBatchLeased',
+        {
+          taskId,
+          serviceId,
+          leaseOwner: 'x',
+          leaseExpiresAt,
+          subTasks: [{ subTaskId: uuidv7(), attempt: 1 }],
+        },
+      ],
+      ['SubTaskLeased', { ...ref(taskId), serviceId, leaseOwner: 'x', leaseExpiresAt, attempt: 1 }],
+      ['SubTaskSending', { ...ref(taskId), serviceId }],
+      [
+        'SubTaskRetryScheduled',
+        { ...ref(taskId), serviceId, reason: 'HTTP 503', nextAttemptAt: leaseExpiresAt },
+      ],
+      ['SubTaskReleased', { ...ref(taskId), reason: 'lease expired', attempts: 0 }],
+    ];
+    for (const [type, data] of noise) await listener.apply(envelope(type, data, later()));
+    expect(await progressOf(taskId)).toEqual(sentAt);
+
+    const ends: [string, unknown][] = [
+      ['SubTaskFailed', { ...ref(taskId), serviceId, reason: 'rejected' }],
+      ['SubTaskUnknown', { ...ref(taskId), serviceId, reason: 'lost' }],
+      ['SubTaskSkipped', { ...ref(taskId), reason: 'suppressed' }],
+      ['SubTaskCancelled', ref(taskId)],
+      [
+        'SubTaskSent',
+        { ...ref(taskId), serviceId, providerMessageId: null, sentAt: new Date().toISOString() },
+      ],
+    ];
+    let previous = sentAt;
+    for (const [type, data] of ends) {
+      const at = new Date(previous.getTime() + 1_000);
+      await listener.apply(envelope(type, data, at));
+      expect({ type, progress: await progressOf(taskId) }).toEqual({ type, progress: at });
+      previous = at;
+    }
   });
 });

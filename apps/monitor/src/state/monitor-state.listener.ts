@@ -5,8 +5,22 @@ import { handleOnce } from '@edm/messaging';
 import { EventBusSubscriber } from '@edm/platform';
 
 /**
+ * Sub-task events that take work off a task for good, besides a send. Leases, sends about to
+ * start, releases and scheduled retries leave the work where it was (a dispatcher that leases and
+ * never sends is the wedge task-stalled must catch), and webhooks (SubTaskProgressed) answer mail
+ * already sent: opens of the first mails of a campaign keep coming while the rest is stuck.
+ */
+const SUB_TASK_ENDS = ['SubTaskFailed', 'SubTaskUnknown', 'SubTaskSkipped', 'SubTaskCancelled'] as const;
+
+const isSubTaskEnd = (
+  event: DomainEvent,
+): event is Extract<DomainEvent, { type: (typeof SUB_TASK_ENDS)[number] }> =>
+  (SUB_TASK_ENDS as readonly string[]).includes(event.type);
+
+/**
  * What the rules need from the event stream: per service the last send and the last webhook
- * (and the oldest send not yet answered by any webhook), per task its last progress. Each event
+ * (and the oldest send not yet answered by any webhook), per task its last progress: the last
+ * sub-task sent or ended, which webhooks, leases and retries do not move. Each event
  * is applied once (handleOnce); timestamps only move forward, so redelivery order does not matter.
  */
 @Injectable()
@@ -52,14 +66,9 @@ export class MonitorStateListener implements OnApplicationBootstrap {
           [serviceIds, at],
         );
       });
-    } else if (
-      event.type.startsWith('SubTask') &&
-      event.type !== 'SubTasksMaterialised' &&
-      'taskId' in event.data
-    ) {
+    } else if (isSubTaskEnd(event)) {
       const taskId = event.data.taskId;
-      if (taskId)
-        await handleOnce(this.dataSource, 'monitor-state', event, (tx) => this.progress(tx, taskId, at));
+      await handleOnce(this.dataSource, 'monitor-state', event, (tx) => this.progress(tx, taskId, at));
     }
   }
 
