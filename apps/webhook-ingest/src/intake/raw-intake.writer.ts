@@ -131,6 +131,11 @@ export class RawIntakeWriter {
     return this.saturation.share(performance.now());
   }
 
+  /** Requests committed per second over about the last second. */
+  storedPerSecond(): number {
+    return this.saturation.requestsPerSecond(performance.now());
+  }
+
   onStored(listener: () => void): void {
     this.listeners.push(listener);
   }

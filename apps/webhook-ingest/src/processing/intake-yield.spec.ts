@@ -10,7 +10,16 @@ import {
 
 describe('intakeYieldMs', () => {
   // A burst: 520 requests in 20 commits during a 20 ms pass, nearly every recent commit full.
-  const burst = { ms: 20, more: true, stored: 520, commits: 20, saturatedShare: 0.95 };
+  // Requests come at 8,000/s; processing takes 3,000/s while it runs.
+  const burst = {
+    ms: 20,
+    more: true,
+    stored: 520,
+    commits: 20,
+    saturatedShare: 0.95,
+    storedPerSecond: 8_000,
+    processedPerSecond: 3_000,
+  };
   const yieldMs = (pass: typeof burst, factor = 3) => intakeYieldMs(pass, 50, factor);
 
   it('gives way for a multiple of the pass under a burst that saturates intake', () => {
@@ -28,7 +37,7 @@ describe('intakeYieldMs', () => {
 
   it('does not pause a slow pass under a moderate rate, where commits carry a few requests each', () => {
     // An 80 ms pass at 1,000 requests/s on a slow day: 80 stored in 16 commits of 5.
-    const slow = { ms: 80, more: true, stored: 80, commits: 16, saturatedShare: 0 };
+    const slow = { ...burst, ms: 80, stored: 80, commits: 16, saturatedShare: 0 };
     expect(yieldMs(slow)).toBe(0);
     expect(yieldMs({ ...slow, commits: 80 / SATURATED_REQUESTS_PER_COMMIT + 1, saturatedShare: 1 })).toBe(0);
   });
@@ -36,7 +45,19 @@ describe('intakeYieldMs', () => {
   it('does not pause after a stall at a moderate rate, when what queued meanwhile commits in a rush', () => {
     // A 300 ms pass at 1,000 requests/s: 300 stored in 6 commits of 50. Each is as full as under
     // a burst, but they are a few among the second's small commits.
-    expect(yieldMs({ ms: 300, more: true, stored: 300, commits: 6, saturatedShare: 0.05 })).toBe(0);
+    expect(yieldMs({ ...burst, ms: 300, stored: 300, commits: 6, saturatedShare: 0.05 })).toBe(0);
+  });
+
+  it('does not pause when processing takes requests as fast as they come while it runs, however clumped the commits', () => {
+    // 1,000 events/s on a slow machine: each pass holds the event loop, so intake's commits come
+    // in full clumps, yet two workers take 2,500 requests/s when they run.
+    const clumped = { ...burst, ms: 60, stored: 60, commits: 2, storedPerSecond: 1_000 };
+    expect(yieldMs({ ...clumped, processedPerSecond: 2_500 })).toBe(0);
+    expect(yieldMs({ ...clumped, processedPerSecond: 1_000 })).toBe(0);
+    // Processing slower than intake even when it runs: it falls behind anyway, intake goes first.
+    expect(yieldMs({ ...clumped, processedPerSecond: 600 })).toBe(180);
+    // Before any pass measured how fast processing is, the other signals decide.
+    expect(yieldMs({ ...clumped, processedPerSecond: 0 })).toBe(180);
   });
 
   it('pauses at most MAX_YIELD_MS after a slow pass, as a fresh process makes at first', () => {
@@ -116,9 +137,18 @@ describe('CommitSaturation', () => {
       saturation.record(4, (t += 3));
     }
     expect(saturation.share(t)).toBeGreaterThan(0.9);
+    expect(saturation.requestsPerSecond(t)).toBeGreaterThan(8_000); // 10,667/s, read over about a second
     expect(
       intakeYieldMs(
-        { ms: 20, more: true, stored: 192, commits: 6, saturatedShare: saturation.share(t) },
+        {
+          ms: 20,
+          more: true,
+          stored: 192,
+          commits: 6,
+          saturatedShare: saturation.share(t),
+          storedPerSecond: saturation.requestsPerSecond(t),
+          processedPerSecond: 2_500,
+        },
         50,
         10,
       ),

@@ -10,6 +10,10 @@ export interface PassUnderIntake {
   commits: number;
   /** The share of intake's requests over about the last second committed in full commits (CommitSaturation). */
   saturatedShare: number;
+  /** Requests intake committed per second over about the last second. */
+  storedPerSecond: number;
+  /** Requests the processing workers take per second while they run (recent passes; 0: not known yet). */
+  processedPerSecond: number;
 }
 
 /**
@@ -32,17 +36,22 @@ export const BURST_SATURATED_SHARE = 0.5;
 /**
  * How long a processing worker gives way to intake after a pass (ms; 0: none). Only under a
  * burst: intake stored a whole batch meanwhile, so processing is behind anyway; its commits
- * during the pass were full on average, so the cores are better spent answering providers; and
- * most of its requests over about the last second went in full commits, so it has been saturated
- * for a while. A pass that was merely slow (a slow machine, a cold process, a checkpoint) under a
- * moderate rate must not pause for several times its length while events wait behind it: after
- * such a stall intake commits what queued meanwhile in a few full transactions, a small part of
- * the second's requests.
+ * during the pass were full on average, so the cores are better spent answering providers; most
+ * of its requests over about the last second went in full commits, so it has been saturated for
+ * a while; and requests come faster than processing takes them even when it runs without a
+ * pause, so it would fall behind whatever it did. A pass that was merely slow (a slow machine, a
+ * cold process, a checkpoint) under a moderate rate must not pause for several times its length
+ * while events wait behind it: after such a stall intake commits what queued meanwhile in a few
+ * full transactions, a small part of the second's requests. On a slow machine at a moderate
+ * rate the passes themselves hold the event loop long enough for intake's commits to come in
+ * clumps that look full; there processing still keeps up when it runs, and a pause would only
+ * leave the events waiting (at 1,000 events/s, four pauses of 500 ms in a few seconds).
  */
 export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: number): number {
   if (!pass.more || factor <= 0 || pass.stored < batch) return 0;
   if (pass.stored < SATURATED_REQUESTS_PER_COMMIT * pass.commits) return 0;
   if (pass.saturatedShare < BURST_SATURATED_SHARE) return 0;
+  if (pass.processedPerSecond > 0 && pass.storedPerSecond <= pass.processedPerSecond) return 0;
   return Math.min(pass.ms * factor, MAX_YIELD_MS);
 }
 
@@ -89,6 +98,11 @@ export class CommitSaturation {
   record(requests: number, now: number): void {
     this.requests.add(requests, now);
     if (requests >= SATURATED_REQUESTS_PER_COMMIT) this.full.add(requests, now);
+  }
+
+  /** Requests committed per second over about the last second. */
+  requestsPerSecond(now: number): number {
+    return this.requests.perSecond(now);
   }
 
   /** 0 without commits. */
