@@ -26,6 +26,17 @@ export const subTaskStatuses = [
 export const subTaskStatus = z.enum(subTaskStatuses);
 export type SubTaskStatus = z.infer<typeof subTaskStatus>;
 
+/** Statuses a sub-task can only reach after its mail was sent (a provider's event says so). */
+export const AFTER_SENT: readonly SubTaskStatus[] = [
+  'sent',
+  'delivered',
+  'opened',
+  'clicked',
+  'bounced',
+  'complained',
+  'unsubscribed',
+];
+
 export const taskStatus = z.enum(['scheduled', 'sending', 'paused', 'completed', 'cancelled']);
 export type TaskStatus = z.infer<typeof taskStatus>;
 

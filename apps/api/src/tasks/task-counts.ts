@@ -1,17 +1,7 @@
-import { SubTaskStatus, subTaskStatuses } from '@edm/events';
+import { AFTER_SENT, SubTaskStatus, subTaskStatuses } from '@edm/events';
 
 export type TaskCounts = Record<SubTaskStatus | 'total', number>;
 
-/** Statuses a sub-task can only reach after it was sent: they all count as sent. */
-const AFTER_SENT: readonly SubTaskStatus[] = [
-  'sent',
-  'delivered',
-  'opened',
-  'clicked',
-  'bounced',
-  'complained',
-  'unsubscribed',
-];
 const AFTER_DELIVERED: readonly SubTaskStatus[] = [
   'delivered',
   'opened',

@@ -1,5 +1,6 @@
 import { EntityManager } from 'typeorm';
 import {
+  AFTER_SENT,
   BATCH_EVENT_MAX_BYTES,
   EventData,
   EventMetadata,
@@ -13,20 +14,12 @@ import { DispatchService, LeasedSubTask } from './lease-sub-tasks';
 import { OutcomeDecision } from './send-outcome';
 
 /**
- * Statuses from which a late-recorded send still adds its provider message id. `sent` is among
- * them: a provider's webhook (an `accepted` event) can mark the sub-task sent while the rest of
- * its paced batch is still going out, before the dispatcher records the send.
+ * Statuses from which a late-recorded send still adds its provider message id: `unknown` (the
+ * lease expired meanwhile), and every status a provider's event moves a sent mail to; `sent`
+ * among them, as an `accepted` event can mark the sub-task sent while the rest of its paced
+ * batch is still going out, before the dispatcher records the send.
  */
-const SENT_OR_LATER = [
-  'sent',
-  'unknown',
-  'delivered',
-  'opened',
-  'clicked',
-  'bounced',
-  'complained',
-  'unsubscribed',
-];
+const SENT_OR_LATER: readonly string[] = ['unknown', ...AFTER_SENT];
 
 /** The sends in parts whose SubTaskBatchSent events stay below `maxBytes` (provider message ids vary). */
 export function byPayloadSize<T extends { providerMessageId: string | null }>(
