@@ -395,6 +395,24 @@ describe('api (e2e)', () => {
       expect(checkpoint >= BigInt(last)).toBe(true);
     });
 
+    it('creates concurrent tasks to the same new addresses, each once, with one contact per address', async () => {
+      const emails = ['race-1@example.com', 'race-2@example.com', 'race-3@example.com'];
+      const answers = await Promise.all(
+        Array.from({ length: 4 }, (_, i) =>
+          call('POST', '/api/v1/tasks', {
+            body: { name: `race ${i}`, subject: 'Race', text: 'hi', recipients: { emails } },
+          }),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual([201, 201, 201, 201]);
+      for (const answer of answers) expect(answer.body.counts).toMatchObject({ total: 3, pending: 3 });
+      const contacts = await db.query(
+        `SELECT email, count(*)::int AS n FROM contacts WHERE email = ANY($1::text[]) GROUP BY email ORDER BY email`,
+        [emails],
+      );
+      expect(contacts.rows).toEqual(emails.map((email) => ({ email, n: 1 })));
+    });
+
     it('returns the first answer to a retried Idempotency-Key and refuses a different body under it', async () => {
       await call('POST', '/api/v1/contacts', {
         body: { contacts: [{ email: 'idem@example.com', tags: ['idem'] }] },

@@ -167,8 +167,11 @@ export class ContactsService {
     return { items, nextCursor: items.length === query.limit ? items[items.length - 1].id : null };
   }
 
-  /** Two requests creating the same new address race on the unique index: the loser runs again and merges. */
-  private async retryingUniqueRaces<T>(work: () => Promise<T>): Promise<T> {
+  /**
+   * Two requests creating the same new address race on the unique index: the loser runs again and
+   * merges. `work` is a whole transaction (task creation's too, whose bare addresses are upserted).
+   */
+  async retryingUniqueRaces<T>(work: () => Promise<T>): Promise<T> {
     return retryOnConflict(async () => {
       try {
         return await work();

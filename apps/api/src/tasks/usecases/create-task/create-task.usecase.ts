@@ -56,6 +56,19 @@ export class CreateTaskUseCase {
       throw new DomainError('VALIDATION_FAILED', 'Idempotency-Key must be 1-200 visible ASCII characters');
     }
     const requestHash = createHash('sha256').update(JSON.stringify(input)).digest('hex');
+    // Recipients given as new addresses become contacts: a concurrent request adding the same
+    // address wins the unique index, and this one runs again and finds it.
+    return this.contacts.retryingUniqueRaces(() =>
+      this.transaction(principal, input, requestHash, idempotencyKey),
+    );
+  }
+
+  private transaction(
+    principal: Principal,
+    input: CreateTaskInput,
+    requestHash: string,
+    idempotencyKey: string | undefined,
+  ): Promise<CreateTaskResult> {
     return this.dataSource.transaction(async (tx) => {
       if (idempotencyKey) {
         const replay = await this.claimKey(tx, principal.accountId, idempotencyKey, requestHash);
