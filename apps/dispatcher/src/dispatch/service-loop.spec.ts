@@ -1,4 +1,4 @@
-import { retryUntil, WakeableSleep } from './service-loop';
+import { restartBackoffMs, retryUntil, WakeableSleep } from './service-loop';
 
 describe('WakeableSleep', () => {
   let sleeps: WakeableSleep;
@@ -154,5 +154,17 @@ describe('retryUntil', () => {
       ),
     ).rejects.toThrow('outage 3');
     expect(work.calls()).toBe(3);
+  });
+});
+
+describe('restartBackoffMs', () => {
+  it('doubles from 500 ms to 30 s while a loop keeps crashing, and starts over after a good run', () => {
+    const waits: number[] = [];
+    let wait = 0;
+    for (let crash = 0; crash < 9; crash += 1) waits.push((wait = restartBackoffMs(wait, 10)));
+    expect(waits).toEqual([500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+    // A run of an hour before the next crash: the wait is short again.
+    expect(restartBackoffMs(30_000, 3_600_000)).toBe(500);
+    expect(restartBackoffMs(30_000, 30_000)).toBe(30_000);
   });
 });

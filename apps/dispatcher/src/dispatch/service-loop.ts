@@ -81,18 +81,20 @@ export class ServiceLoop {
   }
 
   private async supervise(): Promise<void> {
-    let backoff = 500;
+    let backoff = 0;
     while (this.running) {
+      const started = Date.now();
       try {
         await this.run();
       } catch (error) {
+        backoff = restartBackoffMs(backoff, Date.now() - started);
         this.deps.onRestart(this.serviceId);
         this.deps.log('error', 'service loop crashed; restarting', {
           serviceId: this.serviceId,
           error: String(error),
+          restartInMs: backoff,
         });
         await this.sleeps.sleep(backoff);
-        backoff = Math.min(backoff * 2, 30_000);
       }
     }
   }
@@ -307,6 +309,19 @@ export class ServiceLoop {
       this.deps.log('info', 'service unfrozen for a probe', { serviceId: this.serviceId });
     }
   }
+}
+
+const RESTART_BACKOFF_MIN_MS = 500;
+const RESTART_BACKOFF_MAX_MS = 30_000;
+
+/**
+ * The wait before a crashed service loop starts again: doubling from 500 ms up to 30 s while it
+ * crashes again and again, and from 500 ms again after a run that lasted longer than the longest
+ * wait, so that a crash now and then over days does not leave every later one waiting 30 s.
+ */
+export function restartBackoffMs(previousMs: number, ranMs: number): number {
+  if (previousMs === 0 || ranMs > RESTART_BACKOFF_MAX_MS) return RESTART_BACKOFF_MIN_MS;
+  return Math.min(previousMs * 2, RESTART_BACKOFF_MAX_MS);
 }
 
 /**
