@@ -3,7 +3,7 @@ import { newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { allProjections } from '@edm/read-models';
-import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { createTestEnvironment, TestEnvironment, untilWaitingForALock } from '@edm/testing';
 import { reclaimLeases } from './reclaim-leases';
 
 /** Reclaiming expired leases while their task is being cancelled. */
@@ -14,18 +14,6 @@ describe('reclaimLeases (Postgres)', () => {
   const account = uuidv7();
   const service = uuidv7();
   const meta = () => ({ correlationId: uuidv7(), causationId: null });
-
-  /** Until a session of this database waits for a row lock. */
-  const untilWaitingForALock = async () => {
-    for (let i = 0; i < 200; i += 1) {
-      const [{ n }] = await db.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-      );
-      if (n > 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    throw new Error('nothing waited for a lock');
-  };
 
   beforeAll(async () => {
     env = await createTestEnvironment('reclaim_leases');
@@ -79,7 +67,7 @@ describe('reclaimLeases (Postgres)', () => {
     );
 
     const reclaiming = db.transaction((tx) => reclaimLeases(tx, store, { expired: true }, meta()));
-    await untilWaitingForALock();
+    await untilWaitingForALock(db);
     await cancel.commitTransaction();
     await cancel.release();
 

@@ -3,7 +3,7 @@ import { newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { allProjections } from '@edm/read-models';
-import { createTestEnvironment, TestEnvironment } from '@edm/testing';
+import { createTestEnvironment, TestEnvironment, untilWaitingForALock } from '@edm/testing';
 import { DispatchService } from './lease-sub-tasks';
 import { recordOutcomes } from './record-outcomes';
 import { decideOutcome } from './send-outcome';
@@ -44,32 +44,27 @@ describe('recordOutcomes (Postgres)', () => {
     );
     return id;
   };
-  /** Records that the provider accepted each of `ids`, as the dispatcher does after its batch. */
-  const recordSent = async (ids: string[]) => {
+  /** The outcome of sending sub-task `id` of `taskId` on its first attempt, as the dispatcher decides it. */
+  const resultOf = (id: string, taskId: string, outcome: Parameters<typeof decideOutcome>[1]) => ({
+    subTask: {
+      id,
+      taskId,
+      email: `${id}@example.com`,
+      trackingId: id.replace(/-/g, ''),
+      attempt: 1,
+      contactName: null,
+      attributes: null,
+    },
+    decision: decideOutcome(
+      { subTaskId: id, taskId, serviceId: service.id, attempt: 1 },
+      outcome,
+      { maxAttempts: 3, retryBaseMs: 1_000, retryMaxMs: 60_000, idempotentProvider: true, random: () => 0.5 },
+      sentAt,
+    ),
+  });
+  /** Records `results` in one transaction, as the dispatcher does after its batch; the dropped ids. */
+  const record = async (results: ReturnType<typeof resultOf>[]) => {
     const dropped: string[] = [];
-    const results = ids.map((id) => ({
-      subTask: {
-        id,
-        taskId: task,
-        email: `${id}@example.com`,
-        trackingId: id.replace(/-/g, ''),
-        attempt: 1,
-        contactName: null,
-        attributes: null,
-      },
-      decision: decideOutcome(
-        { subTaskId: id, taskId: task, serviceId: service.id, attempt: 1 },
-        { kind: 'sent', providerMessageId: `pm-${id}` },
-        {
-          maxAttempts: 3,
-          retryBaseMs: 1_000,
-          retryMaxMs: 60_000,
-          idempotentProvider: true,
-          random: () => 0.5,
-        },
-        sentAt,
-      ),
-    }));
     await db.transaction((tx) =>
       recordOutcomes(
         tx,
@@ -84,6 +79,9 @@ describe('recordOutcomes (Postgres)', () => {
     );
     return dropped;
   };
+  /** Records that the provider accepted each of `ids`. */
+  const recordSent = (ids: string[]) =>
+    record(ids.map((id) => resultOf(id, task, { kind: 'sent', providerMessageId: `pm-${id}` })));
   const row = async (id: string) =>
     (await db.query(`SELECT status, provider_message_id, sent_at FROM sub_tasks WHERE id = $1`, [id]))[0];
   /** The SubTaskBatchSent events naming the sub-task. */
@@ -95,18 +93,6 @@ describe('recordOutcomes (Postgres)', () => {
         [id],
       )
     )[0].n;
-
-  /** Until a session of this database waits for a row lock. */
-  const untilWaitingForALock = async () => {
-    for (let i = 0; i < 200; i += 1) {
-      const [{ n }] = await db.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-      );
-      if (n > 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    throw new Error('nothing waited for a lock');
-  };
 
   beforeAll(async () => {
     env = await createTestEnvironment('record_outcomes');
@@ -195,43 +181,8 @@ describe('recordOutcomes (Postgres)', () => {
       { correlationId: uuidv7(), causationId: null },
     );
 
-    const recording = db.transaction((tx) =>
-      recordOutcomes(
-        tx,
-        store,
-        service,
-        [
-          {
-            subTask: {
-              id,
-              taskId: cancelledTask,
-              email: `${id}@example.com`,
-              trackingId: id.replace(/-/g, ''),
-              attempt: 1,
-              contactName: null,
-              attributes: null,
-            },
-            decision: decideOutcome(
-              { subTaskId: id, taskId: cancelledTask, serviceId: service.id, attempt: 1 },
-              { kind: 'transient', reason: 'try later' },
-              {
-                maxAttempts: 3,
-                retryBaseMs: 1_000,
-                retryMaxMs: 60_000,
-                idempotentProvider: true,
-                random: () => 0.5,
-              },
-              sentAt,
-            ),
-          },
-        ],
-        () => new Date(),
-        { correlationId: uuidv7(), causationId: null },
-        owner,
-        () => undefined,
-      ),
-    );
-    await untilWaitingForALock();
+    const recording = record([resultOf(id, cancelledTask, { kind: 'transient', reason: 'try later' })]);
+    await untilWaitingForALock(db);
     await cancel.commitTransaction();
     await cancel.release();
     await recording;
