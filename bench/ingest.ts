@@ -961,6 +961,8 @@ interface LatencyFigure {
   rttMs: number;
   request: number[];
   applyWindowMs: number;
+  /** Seen-committed events over the goal, per 500 ms of the measured window by their send time. */
+  slowByWindow: number[];
   cpu: string;
 }
 
@@ -1188,11 +1190,16 @@ async function latency(): Promise<LatencyFigure> {
     }
     const applyStart: number[] = [];
     const visible: number[] = [];
+    const slowByWindow: number[] = Array.from({ length: Math.ceil(sendWindowMs / 500) }, () => 0);
     for (const [id, sent] of sentAt) {
       const at = perSub.get(id);
       if (at !== undefined) applyStart.push(at - sent);
       const saw = seen.get(id);
       if (saw !== undefined) visible.push(saw - sent);
+      if (saw !== undefined && saw - sent >= GOAL_P99_MS) {
+        const window = Math.floor((sent - offsetMs - measuredStart) / 500);
+        slowByWindow[Math.min(Math.max(window, 0), slowByWindow.length - 1)] += 1;
+      }
     }
     const warmVisible = [...warmSentAt].flatMap(([id, sent]) => (seen.has(id) ? [seen.get(id)! - sent] : []));
     // Where the time goes, per sub-task: its raw row's insert and its provider event's insert
@@ -1245,6 +1252,7 @@ async function latency(): Promise<LatencyFigure> {
       rttMs,
       request: requestMs,
       applyWindowMs,
+      slowByWindow,
       cpu,
     };
   } finally {
@@ -1285,6 +1293,10 @@ function printLatency(lat: LatencyFigure): void {
   log(
     `latency: sent ${LATENCY_RECIPIENTS} in ${seconds(lat.sendWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.sendWindowMs)}); ` +
       `applies spread over ${seconds(lat.applyWindowMs)} (${fmt((LATENCY_RECIPIENTS * 1_000) / lat.applyWindowMs)}); clock offset ${lat.offsetMs.toFixed(3)} ms`,
+  );
+  // A stall shows as one or two windows holding the slow events; a slow pipeline, as all of them.
+  log(
+    `latency: events seen committed ${GOAL_P99_MS} ms or more after their request, per 500 ms of the window: ${lat.slowByWindow.join(' ')}`,
   );
   log(lat.cpu);
 }
