@@ -1,9 +1,10 @@
+import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { EVENT_MAX_BYTES, newEvent } from '@edm/events';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { createTestEnvironment, eventually, TestEnvironment } from '@edm/testing';
 import { ConcurrencyError, EventTooLargeError } from './expected-version';
-import { EventStore, START } from './event-store';
+import { EVENTS_APPENDED_CHANNEL, EventStore, START } from './event-store';
 import { uuidv7 } from './uuid-v7';
 
 const meta = { correlationId: 'test', causationId: null };
@@ -239,5 +240,90 @@ describe('EventStore (Postgres)', () => {
     expect(rest.map((g) => g.event.id).slice(0, events.length - Math.floor(events.length / 2) - 1)).toEqual(
       events.slice(Math.floor(events.length / 2) + 1).map((g) => g.event.id),
     );
+  });
+
+  describe('telling the relay', () => {
+    let listener: Client;
+    let heard = 0;
+    const quiet = () => new Promise((resolve) => setTimeout(resolve, 250));
+    const appendIn = (manager = db.manager) =>
+      store.append(
+        manager,
+        [{ streamId: `task-${uuidv7()}`, expectedVersion: 'no_stream', events: [paused(uuidv7())] }],
+        meta,
+      );
+
+    beforeAll(async () => {
+      listener = new Client({ connectionString: env.databaseUrl });
+      await listener.connect();
+      listener.on('notification', (n) => {
+        if (n.channel === EVENTS_APPENDED_CHANNEL) heard += 1;
+      });
+      await listener.query(`LISTEN ${EVENTS_APPENDED_CHANNEL}`);
+    });
+
+    afterAll(() => listener.end());
+
+    beforeEach(async () => {
+      await quiet();
+      heard = 0;
+    });
+
+    it('leaves the events table without a trigger: a NOTIFY inside the appending transaction would serialise every commit in the cluster', async () => {
+      const { rows } = await listener.query(
+        `SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal`,
+      );
+      expect(rows).toEqual([]);
+    });
+
+    it('notifies once the appending transaction committed, not before', async () => {
+      const runner = db.createQueryRunner();
+      await runner.connect();
+      try {
+        await runner.startTransaction();
+        await appendIn(runner.manager);
+        await appendIn(runner.manager);
+        await quiet();
+        expect(heard).toBe(0);
+        await runner.commitTransaction();
+      } finally {
+        await runner.release();
+      }
+      await eventually('a notification', async () => heard > 0 || undefined);
+      await quiet();
+      expect(heard).toBe(1);
+    });
+
+    it('notifies after the outermost commit only, not when a nested transaction commits', async () => {
+      await db.transaction(async (tx) => {
+        await tx.transaction((inner) => appendIn(inner));
+        await quiet();
+        expect(heard).toBe(0);
+      });
+      await eventually('a notification', async () => heard > 0 || undefined);
+    });
+
+    it('never notifies for a transaction rolled back', async () => {
+      await expect(
+        db.transaction(async (tx) => {
+          await appendIn(tx);
+          throw new Error('rolled back');
+        }),
+      ).rejects.toThrow('rolled back');
+      await quiet();
+      expect(heard).toBe(0);
+    });
+
+    it('notifies at once for an append outside a transaction', async () => {
+      await appendIn(db.manager);
+      await eventually('a notification', async () => heard > 0 || undefined);
+    });
+
+    it('notifies a burst of commits at least once and at most once per commit', async () => {
+      await Promise.all(Array.from({ length: 20 }, () => db.transaction((tx) => appendIn(tx))));
+      await eventually('a notification', async () => heard > 0 || undefined);
+      await quiet();
+      expect(heard).toBeLessThanOrEqual(20);
+    });
   });
 });

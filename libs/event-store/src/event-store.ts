@@ -1,4 +1,10 @@
-import { DataSource, EntityManager } from 'typeorm';
+import {
+  DataSource,
+  EntityManager,
+  EntitySubscriberInterface,
+  TransactionCommitEvent,
+  TransactionRollbackEvent,
+} from 'typeorm';
 import { DomainEvent, EVENT_MAX_BYTES, EventMetadata, EventType, NewEvent } from '@edm/events';
 import { NamedStatement, PG_UNIQUE_VIOLATION, pgErrorCode, queryNamed } from '@edm/persistence';
 import { ConcurrencyError, EventTooLargeError, expectedAsNumber, ExpectedVersion } from './expected-version';
@@ -90,10 +96,66 @@ export interface GlobalEventJson {
   checkpoint: GlobalCheckpoint;
 }
 
-export class EventStore {
-  private readonly projections: Projection[] = [];
+/** The channel the outbox relay listens on: notified after each commit that appended events. */
+export const EVENTS_APPENDED_CHANNEL = 'edm_events';
+
+/** Set in a query runner's `data` when its transaction appended events. */
+const APPENDED = 'edmEventsAppended';
+
+/**
+ * Tells the relay that events were committed: once after the outermost commit of a transaction
+ * that appended, outside that transaction. A NOTIFY inside it (the trigger this replaces) makes
+ * Postgres take one lock for the whole cluster at commit and hold it through the commit's WAL
+ * flush: every commit that appended events waited for the one before it, and none shared a
+ * flush (docs/benchmarks.md). At most one notification is in flight and one more waits behind
+ * it, so a burst of commits costs two. One that fails is not retried: the relay also polls
+ * (RELAY_POLL_INTERVAL_MS), so a lost notification costs at most one interval.
+ */
+class CommitNotifier implements EntitySubscriberInterface {
+  private sending = false;
+  private again = false;
 
   constructor(private readonly dataSource: DataSource) {}
+
+  afterTransactionCommit({ queryRunner }: TransactionCommitEvent): void {
+    if (queryRunner.isTransactionActive || !queryRunner.data[APPENDED]) return;
+    delete queryRunner.data[APPENDED];
+    this.notify();
+  }
+
+  afterTransactionRollback({ queryRunner }: TransactionRollbackEvent): void {
+    // A savepoint rolled back leaves the mark: the outer commit may still hold events (a
+    // notification for nothing costs the relay one empty read).
+    if (!queryRunner.isTransactionActive) delete queryRunner.data[APPENDED];
+  }
+
+  notify(): void {
+    if (this.sending) {
+      this.again = true;
+      return;
+    }
+    if (!this.dataSource.isInitialized) return;
+    this.sending = true;
+    this.dataSource
+      .query(`SELECT pg_notify($1, '')`, [EVENTS_APPENDED_CHANNEL])
+      .catch(() => undefined)
+      .finally(() => {
+        this.sending = false;
+        if (this.again) {
+          this.again = false;
+          this.notify();
+        }
+      });
+  }
+}
+
+export class EventStore {
+  private readonly projections: Projection[] = [];
+  private readonly notifier: CommitNotifier;
+
+  constructor(private readonly dataSource: DataSource) {
+    this.notifier = new CommitNotifier(dataSource);
+  }
 
   register(...projections: Projection[]): void {
     for (const projection of projections) {
@@ -213,7 +275,20 @@ export class EventStore {
     // alreadyProjected: the caller's own statement set the rows exactly as the projection would
     // (the dispatcher's one-statement lease); a rebuild still applies these events.
     if (!alreadyProjected) await this.project(tx, events);
+    this.appended(tx);
     return events;
+  }
+
+  /**
+   * The relay is told once the events are committed: after the caller's transaction commits, or
+   * at once for a manager outside a transaction (each of its statements commits by itself).
+   */
+  private appended(tx: EntityManager): void {
+    // Added on first use: a DataSource sets its subscribers when it is initialised.
+    if (!this.dataSource.subscribers.includes(this.notifier)) this.dataSource.subscribers.push(this.notifier);
+    const runner = tx.queryRunner;
+    if (runner?.isTransactionActive) runner.data[APPENDED] = true;
+    else this.notifier.notify();
   }
 
   /** Convenience for one stream in its own transaction. */

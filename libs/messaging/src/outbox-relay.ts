@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
-import { EventStore, GlobalCheckpoint, START } from '@edm/event-store';
+import { EVENTS_APPENDED_CHANNEL, EventStore, GlobalCheckpoint, START } from '@edm/event-store';
 import { NamedStatement, queryNamed } from '@edm/persistence';
 import { JetStreamService } from './jetstream.service';
 
@@ -141,7 +141,7 @@ export class OutboxRelay {
       ])
     ).rows;
     if (!locked) return false;
-    await client.query('LISTEN edm_events');
+    await client.query(`LISTEN ${EVENTS_APPENDED_CHANNEL}`);
     await client.query(`INSERT INTO relay_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING`, [
       this.options.name,
     ]);

@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { createEventsNotifyTrigger } from './events-notify-trigger';
 
 export class InitialSchema1764288000000 implements MigrationInterface {
   name = 'InitialSchema1764288000000';
@@ -20,12 +21,7 @@ export class InitialSchema1764288000000 implements MigrationInterface {
         UNIQUE (stream_id, version)
       )`);
     await q.query(`CREATE INDEX events_tx_position ON events (tx_id, global_position)`);
-    await q.query(`
-      CREATE FUNCTION notify_events_appended() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN PERFORM pg_notify('edm_events', ''); RETURN NULL; END $$`);
-    await q.query(`
-      CREATE TRIGGER events_appended AFTER INSERT ON events
-      FOR EACH STATEMENT EXECUTE FUNCTION notify_events_appended()`);
+    await createEventsNotifyTrigger(q);
     await q.query(`
       CREATE TABLE relay_checkpoints (
         name text PRIMARY KEY,

@@ -5,6 +5,7 @@ import { Monitoring1764298800000 } from './1764298800000-monitoring';
 import { PendingMatchIndexes1764302400000 } from './1764302400000-pending-match-indexes';
 import { LeaseOrderIndex1764306000000 } from './1764306000000-lease-order-index';
 import { SentOnlyIndexes1764309600000 } from './1764309600000-sent-only-indexes';
+import { NotifyAfterCommit1764313200000 } from './1764313200000-notify-after-commit';
 
 /** Every migration, oldest first. A new one is appended here; none is ever edited once released. */
 export const migrations = [
@@ -15,4 +16,5 @@ export const migrations = [
   PendingMatchIndexes1764302400000,
   LeaseOrderIndex1764306000000,
   SentOnlyIndexes1764309600000,
+  NotifyAfterCommit1764313200000,
 ];
