@@ -5,6 +5,7 @@ import { JsonLogger, Metrics } from '@edm/observability';
 import { DomainError } from '@edm/platform';
 import { isWebhookProvider, parseWebhook, WebhookProvider } from '@edm/providers';
 import { RawIntakeWriter } from './raw-intake.writer';
+import { RefreshingCache } from './refreshing-cache';
 import { Verification, WebhookVerifier } from './webhook-verifier';
 
 export interface IncomingWebhook {
@@ -21,6 +22,9 @@ const ACCEPTED_TYPES = /^(application\/json|text\/plain|application\/x-www-form-
 /** Headers never stored: they may carry credentials. */
 const SECRET_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A service's row is reloaded after 5 s, and answered while it reloads for up to a minute. */
+const SERVICE_CACHE = { freshMs: 5_000, staleMs: 60_000, maxEntries: 10_000 };
 
 /**
  * Header values as single strings, each bounded: all of them for verification, and those that
@@ -65,8 +69,24 @@ interface ServiceRow {
 export class WebhookIntakeService {
   private readonly requests;
   private readonly latency;
-  private services = new Map<string, { row: ServiceRow | null; at: number }>();
-  private engagelabServices?: { rows: ServiceRow[]; at: number };
+  /** Services change rarely: a few seconds of caching keeps the hot path off the database. */
+  private readonly services = new RefreshingCache<string, ServiceRow | null>(
+    async (id) =>
+      ((
+        await this.dataSource.query(`SELECT id, provider, options FROM sending_services WHERE id = $1`, [id])
+      )[0] as ServiceRow | undefined) ?? null,
+    SERVICE_CACHE,
+  );
+  /** The generic EngageLab path's candidates: the EngageLab services with a webhook secret. */
+  private readonly engagelabServices = new RefreshingCache<'engagelab', ServiceRow[]>(
+    () =>
+      this.dataSource.query(
+        `SELECT id, provider, options FROM sending_services
+          WHERE provider = 'engagelab' AND coalesce(options->>'webhookAppKey', '') <> ''
+          ORDER BY created_at LIMIT 100`,
+      ),
+    SERVICE_CACHE,
+  );
 
   constructor(
     private readonly dataSource: DataSource,
@@ -164,21 +184,22 @@ export class WebhookIntakeService {
     headers: Record<string, string>,
   ): Verified | Promise<Verified> {
     if (serviceId !== null) {
-      const service = this.cachedService(serviceId);
+      // Not a uuid: no such service, and no query for it.
+      const service = UUID.test(serviceId) ? this.services.peek(serviceId) : null;
       if (service === undefined)
-        return this.service(serviceId).then((row) =>
-          this.verifiedBy(provider, row, serviceId, rawBody, headers),
-        );
+        return this.services
+          .get(serviceId)
+          .then((row) => this.verifiedBy(provider, row, serviceId, rawBody, headers));
       return this.verifiedBy(provider, service, serviceId, rawBody, headers);
     }
     // Only the generic EngageLab path names no service: unsigned only while no EngageLab service
     // has a webhook secret; otherwise the request must verify against one of them, which then
     // answers for it (its account scopes the matching).
     if (provider !== 'engagelab') throw new DomainError('NOT_FOUND', 'no such service for this provider');
-    const candidates = this.cachedEngagelabServices();
+    const candidates = this.engagelabServices.peek('engagelab');
     return candidates
       ? this.verifiedByOneOf(candidates, rawBody, headers)
-      : this.genericEngagelabServices().then((rows) => this.verifiedByOneOf(rows, rawBody, headers));
+      : this.engagelabServices.get('engagelab').then((rows) => this.verifiedByOneOf(rows, rawBody, headers));
   }
 
   private verifiedBy(
@@ -276,40 +297,5 @@ export class WebhookIntakeService {
         error: String(error),
       });
     }
-  }
-
-  /** A service from the cache while it is fresh (null: known not to exist); undefined when it must be loaded. */
-  private cachedService(id: string): ServiceRow | null | undefined {
-    if (!UUID.test(id)) return null;
-    const cached = this.services.get(id);
-    return cached && Date.now() - cached.at < 5_000 ? cached.row : undefined;
-  }
-
-  /** Services change rarely; a few seconds of caching keeps the hot path off the database. */
-  private async service(id: string): Promise<ServiceRow | null> {
-    const [row] = await this.dataSource.query(
-      `SELECT id, provider, options FROM sending_services WHERE id = $1`,
-      [id],
-    );
-    if (this.services.size > 10_000) this.services = new Map();
-    this.services.set(id, { row: row ?? null, at: Date.now() });
-    return row ?? null;
-  }
-
-  /** The generic path's candidates while the cache is fresh: no await on the hot path. */
-  private cachedEngagelabServices(): ServiceRow[] | undefined {
-    const cached = this.engagelabServices;
-    return cached && Date.now() - cached.at < 5_000 ? cached.rows : undefined;
-  }
-
-  /** Loads the EngageLab services with a webhook secret, the generic path's candidates, and caches them briefly. */
-  private async genericEngagelabServices(): Promise<ServiceRow[]> {
-    const rows: ServiceRow[] = await this.dataSource.query(
-      `SELECT id, provider, options FROM sending_services
-        WHERE provider = 'engagelab' AND coalesce(options->>'webhookAppKey', '') <> ''
-        ORDER BY created_at LIMIT 100`,
-    );
-    this.engagelabServices = { rows, at: Date.now() };
-    return rows;
   }
 }
