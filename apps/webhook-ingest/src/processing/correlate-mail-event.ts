@@ -38,6 +38,15 @@ interface Strategy {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
+ * How far a provider event may be dated before the send we recorded for its mail. Our `sent_at`
+ * is when the provider's answer reached us (up to DISPATCH_SEND_TIMEOUT_MS after it took the
+ * mail), and its clock is not ours: an `accepted` or even a `delivered` event can be dated
+ * seconds before it. Without this margin the fifth strategy left that send out of its window, and
+ * an older mail to the same recipient from the same service, the only one left, took the event.
+ */
+export const SEND_CLOCK_SKEW_MS = 300_000;
+
+/**
  * The five strategies of SPEC 3.3, in order. Each is one lookup per event served by an index (no
  * substring scans), made for a whole batch of events in one statement, and each runs in its own
  * savepoint: an error in one is counted and the next still runs.
@@ -81,7 +90,7 @@ export const STRATEGIES: readonly Strategy[] = [
             recipient: c.recipient,
             service: c.serviceId,
             since: new Date(c.occurredAt.getTime() - windowMs).toISOString(),
-            until: c.occurredAt.toISOString(),
+            until: new Date(c.occurredAt.getTime() + SEND_CLOCK_SKEW_MS).toISOString(),
           }
         : null,
     columns: 'recipient text, service uuid, since timestamptz, until timestamptz',

@@ -245,6 +245,28 @@ describe('mail event matching (Postgres)', () => {
     expect(await run({ recipient: 'ann@example.com', serviceId: service })).toBeNull();
   });
 
+  it('lets an event dated a little before its send was recorded match it, and never credits an older mail with it', async () => {
+    const recorded = async (s: { id: string }) =>
+      ((await db.query(`SELECT sent_at FROM sub_tasks WHERE id = $1`, [s.id]))[0].sent_at as Date).getTime();
+    // The provider dated the event 3 s before our send's record of its answer.
+    expect(
+      await run({
+        recipient: 'cid@example.com',
+        serviceId: service,
+        occurredAt: new Date((await recorded(c)) - 3_000),
+      }),
+    ).toMatchObject({ subTaskId: c.id, strategy: 'recipient-service-window' });
+    // An event for ann's newer mail (b), dated 2 s before b's send was recorded: ann's older mail
+    // (a) is in the window too, so it is ambiguous, never a's.
+    expect(
+      await run({
+        recipient: 'ann@example.com',
+        serviceId: service,
+        occurredAt: new Date((await recorded(b)) - 2_000),
+      }),
+    ).toBeNull();
+  });
+
   it("never matches another account's sub-task", async () => {
     expect(await run({ trackingId: a.tracking, accountId: otherAccount })).toBeNull();
   });
