@@ -264,24 +264,59 @@ describe('webhook-ingest (e2e)', () => {
       'X-WebHook-Timestamp': timestamp,
       'X-WebHook-Signature': createHmac('sha256', key).update(timestamp).digest('hex'),
     });
-    // Services are cached for up to 5 s: the new secrets apply within that.
-    await eventually(
+    // Services are cached for about 5 s: new secrets apply within that. Waits until a request
+    // signed with `key` is stored, verified, for `service`.
+    const genericStoredFor = (what: string, key: string, service: string | null) =>
+      eventually(
+        what,
+        async () => {
+          const generic = await post('/api/webhooks/mail-event', engagelab, signedWith(key));
+          expect(generic.status).toBe(200);
+          const { id: genericId } = (await generic.json()) as { id: string };
+          const row = await one<{ service_id: string | null; verified: boolean }>(
+            `SELECT service_id, verified FROM event_logs WHERE id = $1`,
+            [genericId],
+          );
+          return row.service_id === service && row.verified;
+        },
+        10_000,
+        500,
+      );
+    await genericStoredFor(
       'the generic path attributes a signed request to its service',
-      async () => {
-        const generic = await post('/api/webhooks/mail-event', engagelab, signedWith('second-app-key'));
-        expect(generic.status).toBe(200);
-        const { id: genericId } = (await generic.json()) as { id: string };
-        const row = await one<{ service_id: string | null; verified: boolean }>(
-          `SELECT service_id, verified FROM event_logs WHERE id = $1`,
-          [genericId],
-        );
-        return row.service_id === second && row.verified;
-      },
-      10_000,
-      500,
+      'second-app-key',
+      second,
     );
     expect((await post('/api/webhooks/mail-event', engagelab, signedWith('nobody-s-key'))).status).toBe(401);
     expect((await post('/api/webhooks/mail-event', engagelab)).status).toBe(401);
+
+    // Another tenant's service with the same secret: either tenant may have sent the mail, so
+    // neither answers for it; stored verified for no service, it is matched in any account.
+    const tenant = (await call('POST', '/api/v1/accounts', { name: 'same engagelab app' })) as {
+      apiKey: string;
+    };
+    const created = await fetch(`${api.url}/api/v1/services`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'engagelab of another tenant',
+        provider: 'engagelab',
+        from: { email: 'news@example.com' },
+        pace: { intervalMs: 0 },
+        credentials: CREDENTIALS.engagelab,
+        options: {
+          baseUrl: 'http://127.0.0.1:9',
+          webhookAppKey: 'second-app-key',
+          webhookSignatureScheme: 'hmac-sha256',
+        },
+      }),
+    });
+    expect(created.status).toBe(201);
+    await genericStoredFor(
+      'the generic path attributes a request two tenants could have sent to neither',
+      'second-app-key',
+      null,
+    );
   });
 
   it('sends 1,000 mails whose delivered, open, click and bounce callbacks flow back: every sub-task and contact ends right', async () => {

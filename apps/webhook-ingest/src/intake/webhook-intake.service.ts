@@ -56,6 +56,7 @@ interface Verified {
 
 interface ServiceRow {
   id: string;
+  account_id: string;
   provider: string;
   options: Record<string, unknown>;
 }
@@ -73,7 +74,10 @@ export class WebhookIntakeService {
   private readonly services = new RefreshingCache<string, ServiceRow | null>(
     async (id) =>
       ((
-        await this.dataSource.query(`SELECT id, provider, options FROM sending_services WHERE id = $1`, [id])
+        await this.dataSource.query(
+          `SELECT id, account_id, provider, options FROM sending_services WHERE id = $1`,
+          [id],
+        )
       )[0] as ServiceRow | undefined) ?? null,
     SERVICE_CACHE,
   );
@@ -81,7 +85,7 @@ export class WebhookIntakeService {
   private readonly engagelabServices = new RefreshingCache<'engagelab', ServiceRow[]>(
     () =>
       this.dataSource.query(
-        `SELECT id, provider, options FROM sending_services
+        `SELECT id, account_id, provider, options FROM sending_services
           WHERE provider = 'engagelab' AND coalesce(options->>'webhookAppKey', '') <> ''
           ORDER BY created_at LIMIT 100`,
       ),
@@ -216,7 +220,11 @@ export class WebhookIntakeService {
     return check instanceof Promise ? check.then(answer) : answer(check);
   }
 
-  /** The generic path's request against its candidates (none: unsigned); EngageLab's checks are immediate. */
+  /**
+   * The generic path's request against its candidates (none: unsigned). The service whose secret
+   * verifies it answers for it: the oldest when several of one account do, none when services of
+   * several accounts do. EngageLab's checks are immediate.
+   */
   private verifiedByOneOf(
     candidates: ServiceRow[],
     rawBody: string,
@@ -226,10 +234,18 @@ export class WebhookIntakeService {
     const verify = (options: Record<string, unknown>) =>
       this.verifier.verify({ provider, options }, rawBody, headers) as Verification;
     if (candidates.length === 0) return this.accepted(verify({}), provider, null);
+    let answering: { check: Verification; service: ServiceRow } | undefined;
     for (const candidate of candidates) {
       const check = verify(candidate.options);
-      if (!check.failure) return this.accepted(check, provider, candidate.id);
+      if (check.failure) continue;
+      if (!answering) answering = { check, service: candidate };
+      // The same secret in two tenants' services: either may have sent the mail, so neither
+      // answers for it. Stored for no service, it is matched in any account (by its tracking id,
+      // which names one sub-task), where the oldest service's account would have missed the other's.
+      else if (candidate.account_id !== answering.service.account_id)
+        return this.accepted(check, provider, null);
     }
+    if (answering) return this.accepted(answering.check, provider, answering.service.id);
     const failure = 'no EngageLab service secret verifies it';
     return this.accepted({ verified: false, failure }, provider, null);
   }
