@@ -1,9 +1,8 @@
 import { DataSource } from 'typeorm';
-import { newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { allProjections } from '@edm/read-models';
-import { createTestEnvironment, TestEnvironment, untilWaitingForALock } from '@edm/testing';
+import { createTestEnvironment, heldCancel, TestEnvironment, untilWaitingForALock } from '@edm/testing';
 import { reclaimLeases } from './reclaim-leases';
 
 /** Reclaiming expired leases while their task is being cancelled. */
@@ -51,25 +50,11 @@ describe('reclaimLeases (Postgres)', () => {
       [id, task, account, `${id}@example.com`, service, id.replace(/-/g, '')],
     );
     // The cancel as the API makes it, held open until the reaper waits for it.
-    const cancel = db.createQueryRunner();
-    await cancel.startTransaction();
-    await cancel.query(`SELECT status FROM tasks WHERE id = $1 FOR UPDATE`, [task]);
-    await store.append(
-      cancel.manager,
-      [
-        {
-          streamId: `task-${task}`,
-          expectedVersion: 'any',
-          events: [newEvent('TaskCancelled', { taskId: task, cancelledSubTasks: 0 })],
-        },
-      ],
-      meta(),
-    );
+    const cancel = await heldCancel(db, store, task);
 
     const reclaiming = db.transaction((tx) => reclaimLeases(tx, store, { expired: true }, meta()));
     await untilWaitingForALock(db);
-    await cancel.commitTransaction();
-    await cancel.release();
+    await cancel.commit();
 
     expect(await reclaiming).toBe(1);
     expect((await db.query(`SELECT status FROM sub_tasks WHERE id = $1`, [id]))[0].status).toBe('cancelled');

@@ -1,9 +1,8 @@
 import { DataSource } from 'typeorm';
-import { newEvent } from '@edm/events';
 import { EventStore, uuidv7 } from '@edm/event-store';
 import { createDataSource, runMigrations } from '@edm/persistence';
 import { allProjections } from '@edm/read-models';
-import { createTestEnvironment, TestEnvironment, untilWaitingForALock } from '@edm/testing';
+import { createTestEnvironment, heldCancel, TestEnvironment, untilWaitingForALock } from '@edm/testing';
 import { DispatchService } from './lease-sub-tasks';
 import { recordOutcomes } from './record-outcomes';
 import { decideOutcome } from './send-outcome';
@@ -166,25 +165,11 @@ describe('recordOutcomes (Postgres)', () => {
       [id, cancelledTask, account, `${id}@example.com`, service.id, owner, id.replace(/-/g, '')],
     );
     // The cancel as the API makes it, held open until the recording waits for it.
-    const cancel = db.createQueryRunner();
-    await cancel.startTransaction();
-    await cancel.query(`SELECT status FROM tasks WHERE id = $1 FOR UPDATE`, [cancelledTask]);
-    await store.append(
-      cancel.manager,
-      [
-        {
-          streamId: `task-${cancelledTask}`,
-          expectedVersion: 'any',
-          events: [newEvent('TaskCancelled', { taskId: cancelledTask, cancelledSubTasks: 0 })],
-        },
-      ],
-      { correlationId: uuidv7(), causationId: null },
-    );
+    const cancel = await heldCancel(db, store, cancelledTask);
 
     const recording = record([resultOf(id, cancelledTask, { kind: 'transient', reason: 'try later' })]);
     await untilWaitingForALock(db);
-    await cancel.commitTransaction();
-    await cancel.release();
+    await cancel.commit();
     await recording;
 
     expect((await row(id)).status).toBe('cancelled');
