@@ -1,9 +1,11 @@
 import {
   BURST_SATURATED_SHARE,
+  COLD_REQUESTS,
   CommitSaturation,
   DecayingRate,
   intakeYieldMs,
   MAX_YIELD_MS,
+  ProcessingSpeed,
   RATE_WINDOW_MS,
   SATURATED_REQUESTS_PER_COMMIT,
 } from './intake-yield';
@@ -56,8 +58,9 @@ describe('intakeYieldMs', () => {
     expect(yieldMs({ ...clumped, processedPerSecond: 1_000 })).toBe(0);
     // Processing slower than intake even when it runs: it falls behind anyway, intake goes first.
     expect(yieldMs({ ...clumped, processedPerSecond: 600 })).toBe(180);
-    // Before any pass measured how fast processing is, the other signals decide.
-    expect(yieldMs({ ...clumped, processedPerSecond: 0 })).toBe(180);
+    // Before processing's speed is known (a fresh process), no pause however saturated intake looks.
+    expect(yieldMs({ ...clumped, processedPerSecond: 0 })).toBe(0);
+    expect(yieldMs({ ...burst, processedPerSecond: 0 })).toBe(0);
   });
 
   it('pauses at most MAX_YIELD_MS after a slow pass, as a fresh process makes at first', () => {
@@ -70,6 +73,35 @@ describe('intakeYieldMs', () => {
     expect(yieldMs({ ...burst, more: false })).toBe(0);
     expect(yieldMs({ ...burst, stored: 49, commits: 1 })).toBe(0);
     expect(yieldMs(burst, 0)).toBe(0);
+  });
+});
+
+describe('ProcessingSpeed', () => {
+  it('is not known while the process is cold, however many full passes it made', () => {
+    const speed = new ProcessingSpeed();
+    // A fresh process's first passes: 145 ms for a batch of 50.
+    for (let parsed = 0; parsed < COLD_REQUESTS; parsed += 50) speed.record(50, 145, true);
+    expect(speed.perSecond(2)).toBe(0);
+    // The first full pass past the cold requests sets it: 50 in 20 ms, 2,500/s a worker.
+    speed.record(50, 20, true);
+    expect(speed.perSecond(2)).toBe(5_000);
+  });
+
+  it('counts partial passes toward the cold requests but reads speed only from full ones', () => {
+    const speed = new ProcessingSpeed();
+    for (let parsed = 0; parsed <= COLD_REQUESTS; parsed += 10) speed.record(10, 1, false);
+    expect(speed.perSecond(1)).toBe(0);
+    speed.record(50, 25, true);
+    expect(speed.perSecond(1)).toBe(2_000);
+  });
+
+  it('averages the recent full passes, so one slow pass moves it by less than half', () => {
+    const speed = new ProcessingSpeed();
+    speed.record(COLD_REQUESTS, 1_000, false);
+    speed.record(50, 20, true);
+    speed.record(50, 200, true);
+    expect(speed.perSecond(1)).toBeCloseTo(0.7 * 2_500 + 0.3 * 250);
+    expect(speed.perSecond(1)).toBeGreaterThan(1_000);
   });
 });
 

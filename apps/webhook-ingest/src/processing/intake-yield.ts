@@ -12,7 +12,7 @@ export interface PassUnderIntake {
   saturatedShare: number;
   /** Requests intake committed per second over about the last second. */
   storedPerSecond: number;
-  /** Requests the processing workers take per second while they run (recent passes; 0: not known yet). */
+  /** Requests the processing workers take per second while they run (ProcessingSpeed; 0: not known yet). */
   processedPerSecond: number;
 }
 
@@ -45,14 +45,47 @@ export const BURST_SATURATED_SHARE = 0.5;
  * full transactions, a small part of the second's requests. On a slow machine at a moderate
  * rate the passes themselves hold the event loop long enough for intake's commits to come in
  * clumps that look full; there processing still keeps up when it runs, and a pause would only
- * leave the events waiting (at 1,000 events/s, four pauses of 500 ms in a few seconds).
+ * leave the events waiting (at 1,000 events/s, four pauses of 500 ms in a few seconds). Nor does
+ * processing pause before its speed is known (ProcessingSpeed): a fresh process's first passes
+ * are slow, and read as its speed they made intake at 1,000 events/s look faster than processing.
  */
 export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: number): number {
   if (!pass.more || factor <= 0 || pass.stored < batch) return 0;
   if (pass.stored < SATURATED_REQUESTS_PER_COMMIT * pass.commits) return 0;
   if (pass.saturatedShare < BURST_SATURATED_SHARE) return 0;
-  if (pass.processedPerSecond > 0 && pass.storedPerSecond <= pass.processedPerSecond) return 0;
+  if (pass.processedPerSecond <= 0 || pass.storedPerSecond <= pass.processedPerSecond) return 0;
   return Math.min(pass.ms * factor, MAX_YIELD_MS);
+}
+
+/**
+ * Requests a process parses before its passes say how fast processing is. V8 compiles a hot
+ * function only after many calls, and each pooled connection prepares its statements on first
+ * use: a fresh process's first passes at 1,000 events/s took 145 ms for what later takes 20.
+ * At 1,000 events/s this is the first 5 s; under a burst, about the first second.
+ */
+export const COLD_REQUESTS = 5_000;
+
+/**
+ * How many requests one processing worker parses per second of its passes: an average over the
+ * recent passes that took a full batch (a partial one took all there was, and says nothing of
+ * speed), once the process is past its first COLD_REQUESTS.
+ */
+export class ProcessingSpeed {
+  private parsed = 0;
+  private perWorker = 0;
+
+  /** A pass parsed `parsed` requests in `ms`; `full`: as many as one pass takes. */
+  record(parsed: number, ms: number, full: boolean): void {
+    this.parsed += parsed;
+    if (!full || this.parsed <= COLD_REQUESTS) return;
+    const rate = (parsed * 1_000) / Math.max(1, ms);
+    this.perWorker = this.perWorker === 0 ? rate : 0.7 * this.perWorker + 0.3 * rate;
+  }
+
+  /** Requests per second of `workers` workers while they run; 0 while not known. */
+  perSecond(workers: number): number {
+    return this.perWorker * workers;
+  }
 }
 
 /** The time constant of DecayingRate: a rate over about the last second. */

@@ -12,7 +12,7 @@ import { RawIntakeWriter } from '../intake/raw-intake.writer';
 import { parseTrackingHit } from '../tracking/tracking-hit';
 import { applyMailEvents, SubTaskState } from './apply-mail-event';
 import { correlateAll, Correlation, MailEventClues } from './correlate-mail-event';
-import { intakeYieldMs } from './intake-yield';
+import { intakeYieldMs, ProcessingSpeed } from './intake-yield';
 
 interface StoredRequest {
   id: string;
@@ -163,8 +163,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
   private readonly serviceAccounts = new Map<string, string>();
   /** When the retries' schedule is next looked at (ms since the epoch; 0: at once). */
   private matchDueAt = 0;
-  /** Stored requests one worker parsed per second of its passes, recently (0: none measured yet). */
-  private parsedPerWorkerSecond = 0;
+  private readonly speed = new ProcessingSpeed();
   private readonly events;
   private readonly strategyErrors;
   private readonly yields;
@@ -279,12 +278,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         const { parsed, matched } = await this.pass(false);
         // A partial batch took everything there was: what comes next wakes a worker.
         more = parsed === BATCH || matched === BATCH;
-        // How fast processing takes requests while it runs: a full batch's pass says it best.
-        if (parsed === BATCH) {
-          const rate = (parsed * 1_000) / Math.max(1, performance.now() - started);
-          this.parsedPerWorkerSecond =
-            this.parsedPerWorkerSecond === 0 ? rate : 0.7 * this.parsedPerWorkerSecond + 0.3 * rate;
-        }
+        this.speed.record(parsed, performance.now() - started, parsed === BATCH);
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
@@ -298,7 +292,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           commits: this.writer.commits - commitsBefore,
           saturatedShare: this.writer.saturatedShare(),
           storedPerSecond: this.writer.storedPerSecond(),
-          processedPerSecond: this.parsedPerWorkerSecond * this.config.INGEST_WORKERS,
+          processedPerSecond: this.speed.perSecond(this.config.INGEST_WORKERS),
         },
         BATCH,
         this.config.INGEST_YIELD_FACTOR,
