@@ -1,6 +1,6 @@
 import {
   BURST_SATURATED_SHARE,
-  COLD_REQUESTS,
+  COLD_EVENTS,
   CommitSaturation,
   DecayingRate,
   intakeYieldMs,
@@ -79,27 +79,38 @@ describe('intakeYieldMs', () => {
 describe('ProcessingSpeed', () => {
   it('is not known while the process is cold, however many full passes it made', () => {
     const speed = new ProcessingSpeed();
-    // A fresh process's first passes: 145 ms for a batch of 50.
-    for (let parsed = 0; parsed < COLD_REQUESTS; parsed += 50) speed.record(50, 145, true);
+    // A fresh process's first passes: 145 ms for a batch of 50 single events.
+    for (let parsed = 0; parsed < COLD_EVENTS; parsed += 50) speed.record(50, 50, 145, true);
     expect(speed.perSecond(2)).toBe(0);
-    // The first full pass past the cold requests sets it: 50 in 20 ms, 2,500/s a worker.
-    speed.record(50, 20, true);
+    // The first full pass past the cold events sets it: 50 in 20 ms, 2,500/s a worker.
+    speed.record(50, 50, 20, true);
     expect(speed.perSecond(2)).toBe(5_000);
   });
 
-  it('counts partial passes toward the cold requests but reads speed only from full ones', () => {
+  it('counts events, not requests, toward the cold start: batches of events warm it sooner', () => {
     const speed = new ProcessingSpeed();
-    for (let parsed = 0; parsed <= COLD_REQUESTS; parsed += 10) speed.record(10, 1, false);
+    // SendGrid: 50 requests of 50 events each in 400 ms; two such passes pass the cold events.
+    speed.record(50, 2_500, 400, true);
     expect(speed.perSecond(1)).toBe(0);
-    speed.record(50, 25, true);
+    speed.record(50, 2_500, 400, true);
+    expect(speed.perSecond(1)).toBe(0);
+    speed.record(50, 2_500, 500, true);
+    expect(speed.perSecond(1)).toBe(100);
+  });
+
+  it('counts partial passes toward the cold start but reads speed only from full ones', () => {
+    const speed = new ProcessingSpeed();
+    for (let parsed = 0; parsed <= COLD_EVENTS; parsed += 10) speed.record(10, 10, 1, false);
+    expect(speed.perSecond(1)).toBe(0);
+    speed.record(50, 50, 25, true);
     expect(speed.perSecond(1)).toBe(2_000);
   });
 
   it('averages the recent full passes, so one slow pass moves it by less than half', () => {
     const speed = new ProcessingSpeed();
-    speed.record(COLD_REQUESTS, 1_000, false);
-    speed.record(50, 20, true);
-    speed.record(50, 200, true);
+    speed.record(COLD_EVENTS, COLD_EVENTS, 1_000, false);
+    speed.record(50, 50, 20, true);
+    speed.record(50, 50, 200, true);
     expect(speed.perSecond(1)).toBeCloseTo(0.7 * 2_500 + 0.3 * 250);
     expect(speed.perSecond(1)).toBeGreaterThan(1_000);
   });

@@ -255,17 +255,17 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
    * INGEST_POLL_INTERVAL_MS across the workers, and at once when a send was recorded, the
    * careful path stored events unmatched, or the last look found a full batch.
    */
-  private async pass(matchAnyway: boolean): Promise<{ parsed: number; matched: number }> {
-    const parsed = await this.processStored();
+  private async pass(matchAnyway: boolean): Promise<{ parsed: number; events: number; matched: number }> {
+    const { requests: parsed, events } = await this.processStored();
     if (parsed === BATCH) this.wake(1);
-    if (!matchAnyway && Date.now() < this.matchDueAt) return { parsed, matched: 0 };
+    if (!matchAnyway && Date.now() < this.matchDueAt) return { parsed, events, matched: 0 };
     this.matchDueAt = Date.now() + this.config.INGEST_POLL_INTERVAL_MS;
     const matched = await this.dataSource.transaction((tx) => this.matchDue(tx));
     if (matched === BATCH) {
       this.matchDueAt = 0;
       this.wake(1);
     }
-    return { parsed, matched };
+    return { parsed, events, matched };
   }
 
   private async run(): Promise<void> {
@@ -275,10 +275,10 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
       const storedBefore = this.writer.stored;
       const commitsBefore = this.writer.commits;
       try {
-        const { parsed, matched } = await this.pass(false);
+        const { parsed, events, matched } = await this.pass(false);
         // A partial batch took everything there was: what comes next wakes a worker.
         more = parsed === BATCH || matched === BATCH;
-        this.speed.record(parsed, performance.now() - started, parsed === BATCH);
+        this.speed.record(parsed, events, performance.now() - started, parsed === BATCH);
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
@@ -394,11 +394,12 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
    * pending, backed off. If anything in it fails, nothing of it stays, and the careful path takes
    * the batch: request by request, matching left to `matchDue`.
    */
-  private async processStored(): Promise<number> {
+  /** Parses a batch of stored requests; returns how many, and how many provider events they held. */
+  private async processStored(): Promise<{ requests: number; events: number }> {
     try {
-      const { taken, matched } = await this.dataSource.transaction(async (tx) => {
+      const { taken, events, matched } = await this.dataSource.transaction(async (tx) => {
         const stored = await this.claimStored(tx);
-        if (stored.length === 0) return { taken: 0, matched: [] };
+        if (stored.length === 0) return { taken: 0, events: 0, matched: [] };
         const parsed = stored.map((request) => this.parse(request));
         const accounts = await this.accountsOf(tx, stored);
         const events = parsed.flatMap(({ request, result }) =>
@@ -433,16 +434,18 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           return match ? [{ event, match }] : [];
         });
         await this.settleMatched(tx, matched, subTasks);
-        return { taken: stored.length, matched };
+        // A request without events (refused, a confirmation) was still parsed.
+        return { taken: stored.length, events: Math.max(events.length, stored.length), matched };
       });
       this.countMatched(matched);
-      return taken;
+      return { requests: taken, events };
     } catch (error) {
       this.logger.event('warn', 'stored webhooks not processed as a batch; parsing them one by one', {
         error: String(error),
       });
       this.matchDueAt = 0;
-      return this.dataSource.transaction((tx) => this.parseStored(tx));
+      const requests = await this.dataSource.transaction((tx) => this.parseStored(tx));
+      return { requests, events: requests };
     }
   }
 
