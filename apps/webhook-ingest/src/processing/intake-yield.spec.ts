@@ -63,8 +63,8 @@ describe('intakeYieldMs', () => {
     expect(yieldMs({ ...burst, processedPerSecond: 0 })).toBe(0);
   });
 
-  it('pauses at most MAX_YIELD_MS after a slow pass, as a fresh process makes at first', () => {
-    // The first second of a fresh process at 1,000 events/s: a 145 ms pass, intake's commits full.
+  it('pauses at most MAX_YIELD_MS after a slow pass under a burst', () => {
+    // A 145 ms pass (a checkpoint, a slow second of the machine) with intake's commits full.
     expect(yieldMs({ ...burst, ms: 145 }, 10)).toBe(MAX_YIELD_MS);
     expect(yieldMs({ ...burst, ms: 30 }, 10)).toBe(300);
   });

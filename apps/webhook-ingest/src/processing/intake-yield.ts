@@ -25,7 +25,7 @@ export const SATURATED_REQUESTS_PER_COMMIT = 16;
 
 /**
  * The longest pause (ms). Under a burst a pass takes tens of milliseconds, so its pause stays
- * below this; a pass slowed by something else (a fresh process's first second, a stall), which
+ * below this; a pass slowed by something else (a checkpoint, a stall), which
  * can make intake look saturated at a moderate rate, must not hold processing back for seconds.
  */
 export const MAX_YIELD_MS = 500;
