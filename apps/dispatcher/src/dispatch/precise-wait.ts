@@ -13,7 +13,8 @@ export const MAX_LEAD_MS = 3;
  * within minutes at 15 mails/s). So the timer is set early by how late recent timers were, plus
  * AIM_EARLY_MS, and the rest is waited out turn by turn of the event loop (`setImmediate`),
  * which lets I/O run meanwhile. A timer that fires early, as one may by as long as the current
- * turn has run, is checked against the clock and waited out the same way.
+ * turn has run, is checked against the clock and waited out the same way. The turns cost about
+ * half a millisecond of CPU a request, against several for a send's own work.
  */
 export class PreciseWait {
   /** How early the next timer is set (ms): learned from how late the recent ones fired. */

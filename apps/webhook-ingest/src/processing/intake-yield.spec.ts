@@ -89,7 +89,8 @@ describe('ProcessingSpeed', () => {
 
   it('counts events, not requests, toward the cold start: batches of events warm it sooner', () => {
     const speed = new ProcessingSpeed();
-    // SendGrid: 50 requests of 50 events each in 400 ms; two such passes pass the cold events.
+    // SendGrid: 50 requests of 50 events each in 400 ms; two such passes make the cold events,
+    // and the third is read.
     speed.record(50, 2_500, 400, true);
     expect(speed.perSecond(1)).toBe(0);
     speed.record(50, 2_500, 400, true);
