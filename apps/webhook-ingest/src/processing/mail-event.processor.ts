@@ -392,14 +392,14 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
    * events, every event is matched by the five strategies (one statement each for the batch),
    * and the new ones are stored matched and applied at once; those nothing matched yet are stored
    * pending, backed off. If anything in it fails, nothing of it stays, and the careful path takes
-   * the batch: request by request, matching left to `matchDue`.
+   * the batch: request by request, matching left to `matchDue`. Returns how many requests it
+   * took, and how many provider events they held.
    */
-  /** Parses a batch of stored requests; returns how many, and how many provider events they held. */
   private async processStored(): Promise<{ requests: number; events: number }> {
     try {
-      const { taken, events, matched } = await this.dataSource.transaction(async (tx) => {
+      const { taken, eventCount, matched } = await this.dataSource.transaction(async (tx) => {
         const stored = await this.claimStored(tx);
-        if (stored.length === 0) return { taken: 0, events: 0, matched: [] };
+        if (stored.length === 0) return { taken: 0, eventCount: 0, matched: [] };
         const parsed = stored.map((request) => this.parse(request));
         const accounts = await this.accountsOf(tx, stored);
         const events = parsed.flatMap(({ request, result }) =>
@@ -435,10 +435,10 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
         });
         await this.settleMatched(tx, matched, subTasks);
         // A request without events (refused, a confirmation) was still parsed.
-        return { taken: stored.length, events: Math.max(events.length, stored.length), matched };
+        return { taken: stored.length, eventCount: Math.max(events.length, stored.length), matched };
       });
       this.countMatched(matched);
-      return { requests: taken, events };
+      return { requests: taken, events: eventCount };
     } catch (error) {
       this.logger.event('warn', 'stored webhooks not processed as a batch; parsing them one by one', {
         error: String(error),
