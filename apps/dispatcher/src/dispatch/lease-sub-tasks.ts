@@ -59,6 +59,8 @@ export type LeaseResult =
       notBefore: Date[];
       /** The database clock when leased, to turn `notBefore` into a local wait. */
       databaseNow: Date;
+      /** The quota window the batch was counted in (quota given back only while it lasts). */
+      quotaWindowStart: Date;
     }
   | { kind: 'pace'; service: DispatchService; waitMs: number }
   | { kind: 'quota' | 'no-work' | 'not-active'; service: DispatchService | null };
@@ -187,7 +189,15 @@ export async function leaseSubTasks(
       ? new Date(Math.max(earliest.getTime(), room.firstSlotAt.getTime() + i * room.intervalMs))
       : now,
   );
-  return { kind: 'leased', service, leased, content, notBefore, databaseNow: now };
+  return {
+    kind: 'leased',
+    service,
+    leased,
+    content,
+    notBefore,
+    databaseNow: now,
+    quotaWindowStart: after.quotaWindowStart,
+  };
 }
 
 /**

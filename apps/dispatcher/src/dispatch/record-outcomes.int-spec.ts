@@ -33,13 +33,16 @@ describe('recordOutcomes (Postgres)', () => {
   };
   const sentAt = new Date('2026-12-06T12:00:00.000Z');
 
-  /** A sub-task of the task in the given status, holding no provider message id yet. */
-  const subTask = async (status: string, leaseOwner: string | null) => {
+  /**
+   * A sub-task of the task in the given status, holding no provider message id yet; `version` 0
+   * for one whose own stream an outcome appends to (it has no events before).
+   */
+  const subTask = async (status: string, leaseOwner: string | null, version = 2) => {
     const id = uuidv7();
     await db.query(
       `INSERT INTO sub_tasks (id, task_id, account_id, email, status, service_id, lease_owner, attempts, tracking_id, version, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, 2, now(), now())`,
-      [id, task, account, `${id}@example.com`, status, service.id, leaseOwner, id.replace(/-/g, '')],
+       VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, now(), now())`,
+      [id, task, account, `${id}@example.com`, status, service.id, leaseOwner, id.replace(/-/g, ''), version],
     );
     return id;
   };
@@ -61,8 +64,11 @@ describe('recordOutcomes (Postgres)', () => {
       sentAt,
     ),
   });
-  /** Records `results` in one transaction, as the dispatcher does after its batch; the dropped ids. */
-  const record = async (results: ReturnType<typeof resultOf>[]) => {
+  /**
+   * Records `results` in one transaction, as the dispatcher does after its batch, leased in quota
+   * window `quotaWindowStart`; the dropped ids.
+   */
+  const record = async (results: ReturnType<typeof resultOf>[], quotaWindowStart: Date | null = null) => {
     const dropped: string[] = [];
     await db.transaction((tx) =>
       recordOutcomes(
@@ -70,6 +76,7 @@ describe('recordOutcomes (Postgres)', () => {
         store,
         service,
         results,
+        quotaWindowStart,
         () => new Date(),
         { correlationId: uuidv7(), causationId: null },
         owner,
@@ -140,6 +147,49 @@ describe('recordOutcomes (Postgres)', () => {
     expect(await recordSent([id])).toEqual([id]);
     expect(await row(id)).toEqual({ status: 'pending', provider_message_id: null, sent_at: null });
     expect(await batchesSending(id)).toBe(0);
+  });
+
+  it('gives back the quota of mails of which nothing reached the provider, in the window they were counted in only', async () => {
+    const window = new Date('2026-12-07T00:00:00.000Z');
+    const setQuota = (used: number) =>
+      db.query(`UPDATE service_runtime SET quota_used = $2, quota_window_start = $3 WHERE service_id = $1`, [
+        service.id,
+        used,
+        window,
+      ]);
+    const quotaUsed = async () =>
+      (await db.query(`SELECT quota_used FROM service_runtime WHERE service_id = $1`, [service.id]))[0]
+        .quota_used;
+    const notSent = { kind: 'transient', reason: 'request not sent: ECONNREFUSED', notSent: true } as const;
+    await setQuota(10);
+    const batch = [
+      resultOf(await subTask('sending', owner, 0), task, notSent),
+      // Reclaimed meanwhile: its outcome is dropped, but it did not go out either.
+      resultOf(await subTask('pending', null, 0), task, notSent),
+      // These reached the provider, which may have counted them.
+      resultOf(await subTask('sending', owner, 0), task, { kind: 'transient', reason: 'HTTP 503: busy' }),
+      resultOf(await subTask('sending', owner, 0), task, {
+        kind: 'permanent',
+        reason: 'HTTP 400: bad address',
+      }),
+      resultOf(await subTask('sending', owner, 0), task, { kind: 'sent', providerMessageId: 'pm-quota' }),
+    ];
+    await record(batch, window);
+    expect(await quotaUsed()).toBe(8);
+
+    // Leased in the window before: the count it was in was reset since, nothing to give back.
+    await setQuota(3);
+    await record(
+      [resultOf(await subTask('sending', owner, 0), task, notSent)],
+      new Date('2026-12-06T00:00:00.000Z'),
+    );
+    expect(await quotaUsed()).toBe(3);
+    // No window known, nothing given back; and never below zero.
+    await record([resultOf(await subTask('sending', owner, 0), task, notSent)], null);
+    expect(await quotaUsed()).toBe(3);
+    await setQuota(0);
+    await record([resultOf(await subTask('sending', owner, 0), task, notSent)], window);
+    expect(await quotaUsed()).toBe(0);
   });
 
   it('records a send of a lease still held', async () => {

@@ -38,13 +38,19 @@ export interface SendResult {
 /**
  * Records a batch of send outcomes with the service's health and freezes the service on an
  * account error, all in one transaction. A sub-task returned to pending whose task was cancelled
- * meanwhile is cancelled instead, so a cancelled task never keeps pending work.
+ * meanwhile is cancelled instead, so a cancelled task never keeps pending work. The quota the
+ * lease counted for a mail of which nothing reached the provider (a connection refused, a request
+ * never written) is given back, if the batch's quota window (`quotaWindowStart`, null: none
+ * known) is still the service's: a provider down for an hour must not use up the day's quota
+ * with retries it never saw. An outcome dropped because the lease is no longer ours still gives
+ * its quota back, as the mail did not go out all the same.
  */
 export async function recordOutcomes(
   tx: EntityManager,
   store: EventStore,
   service: DispatchService,
   results: readonly SendResult[],
+  quotaWindowStart: Date | null,
   freezeUntil: (frozenCount: number) => Date,
   meta: EventMetadata,
   owner: string,
@@ -89,6 +95,7 @@ export async function recordOutcomes(
       lastSent ||= decision.event.type === 'SubTaskSent';
     }
   }
+  const quotaBack = quotaWindowStart ? results.filter((r) => r.decision.quotaBack).length : 0;
   // A success resets the tally (and the freeze back-off); failures after it add up.
   const [runtime = { frozen_count: 0 }] = await tx
     .query(
@@ -96,14 +103,16 @@ export async function recordOutcomes(
         SET consecutive_failures = CASE WHEN $2::int = 0 THEN 0 ELSE consecutive_failures + $2::int END,
             frozen_count = CASE WHEN $2::int = 0 THEN 0 ELSE frozen_count END,
             last_error = coalesce($3, last_error),
-            last_sent_at = CASE WHEN $4 THEN clock_timestamp() ELSE last_sent_at END
+            last_sent_at = CASE WHEN $4 THEN clock_timestamp() ELSE last_sent_at END,
+            quota_used = CASE WHEN quota_window_start = $6 THEN greatest(0, quota_used - $5::int)
+                              ELSE quota_used END
       WHERE service_id = $1
         -- The row is the service's hot spot (every lease locks it): a healthy batch that would only
         -- move last_sent_at by less than a second leaves it alone, and waits for no lock.
-        AND ($2::int > 0 OR consecutive_failures <> 0 OR frozen_count <> 0
+        AND ($2::int > 0 OR consecutive_failures <> 0 OR frozen_count <> 0 OR $5::int > 0
              OR ($4 AND (last_sent_at IS NULL OR last_sent_at < clock_timestamp() - interval '1 second')))
       RETURNING frozen_count`,
-      [service.id, failures ?? 0, lastError, lastSent],
+      [service.id, failures ?? 0, lastError, lastSent, quotaBack, quotaWindowStart],
     )
     .then((r: [{ frozen_count: number }[], number]) => r[0]);
 

@@ -51,6 +51,26 @@ describe('decideOutcome', () => {
     });
   });
 
+  it('gives the quota back only for a mail of which nothing reached the provider, retried or failed', () => {
+    const notSent = { kind: 'transient', reason: 'request not sent: ECONNREFUSED', notSent: true } as const;
+    expect(decideOutcome(attempt, notSent, policy, now)).toMatchObject({
+      event: { type: 'SubTaskRetryScheduled' },
+      quotaBack: true,
+    });
+    expect(decideOutcome({ ...attempt, attempt: 5 }, notSent, policy, now)).toMatchObject({
+      event: { type: 'SubTaskFailed' },
+      quotaBack: true,
+    });
+    for (const outcome of [
+      { kind: 'transient', reason: 'HTTP 503' },
+      { kind: 'permanent', reason: 'no such user' },
+      { kind: 'account', reason: 'HTTP 401' },
+      { kind: 'ambiguous', reason: 'no answer' },
+      { kind: 'sent', providerMessageId: 'pm-1' },
+    ] as const)
+      expect(decideOutcome(attempt, outcome, policy, now).quotaBack).toBeUndefined();
+  });
+
   it('given a permanent error, fails the sub-task without blaming the service', () => {
     expect(decideOutcome(attempt, { kind: 'permanent', reason: 'no such user' }, policy, now)).toMatchObject({
       event: { type: 'SubTaskFailed' },

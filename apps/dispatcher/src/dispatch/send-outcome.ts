@@ -24,6 +24,8 @@ export interface OutcomeDecision {
   freezeReason?: string;
   /** Counts as a failure of the service (for the consecutive-failure tally). */
   serviceFailure: boolean;
+  /** Nothing of the mail reached the provider: the quota the lease counted for it is given back. */
+  quotaBack?: true;
 }
 
 /** Exponential backoff with ±50% jitter, capped. */
@@ -77,7 +79,9 @@ export function decideOutcome(
         serviceFailure: false,
       };
     case 'transient':
-      return retryOrFail(outcome.reason, outcome.retryAfterMs);
+      return outcome.notSent
+        ? { ...retryOrFail(outcome.reason, outcome.retryAfterMs), quotaBack: true }
+        : retryOrFail(outcome.reason, outcome.retryAfterMs);
     case 'permanent':
       return {
         event: newEvent('SubTaskFailed', { ...ref, serviceId: attempt.serviceId, reason: outcome.reason }),

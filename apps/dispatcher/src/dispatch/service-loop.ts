@@ -140,6 +140,7 @@ export class ServiceLoop {
             result.leased,
             sendAt,
             recordBy,
+            result.quotaWindowStart,
           ).catch((error: unknown) =>
             this.deps.log('error', 'recording sends failed; their leases will be reclaimed', {
               serviceId: this.serviceId,
@@ -182,6 +183,7 @@ export class ServiceLoop {
     leased: LeasedSubTask[],
     sendAt: number[],
     recordBy: number,
+    quotaWindowStart: Date,
   ): Promise<void> {
     const { dataSource, store, config } = this.deps;
     const policy = {
@@ -236,6 +238,7 @@ export class ServiceLoop {
             store,
             service,
             results,
+            quotaWindowStart,
             freezeUntil,
             this.deps.meta(),
             this.deps.owner,

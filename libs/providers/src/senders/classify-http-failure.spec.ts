@@ -37,13 +37,18 @@ describe('classifyHttpFailure', () => {
     });
   });
 
-  it('treats a request that never fully left as transient', () => {
+  it('treats a request that never fully left as transient, and as never having reached the provider', () => {
     expect(
       classifyHttpFailure({ stage: 'transport', requestWritten: false, reason: 'ECONNREFUSED' }),
     ).toEqual({
       kind: 'transient',
       reason: 'request not sent: ECONNREFUSED',
+      notSent: true,
     });
+    // An answer, even a 503, came from the provider: it may have counted the request.
+    expect(classifyHttpFailure({ stage: 'response', status: 503, reason: 'busy' })).not.toHaveProperty(
+      'notSent',
+    );
   });
 
   it('treats a request that left without an answer as ambiguous', () => {

@@ -23,7 +23,7 @@ export function classifyHttpFailure(failure: HttpFailure, now: number = Date.now
     // Until the full request is out, the provider cannot have acted on it; after that, it may have.
     return failure.requestWritten
       ? { kind: 'ambiguous', reason: `no answer after the request was sent: ${failure.reason}` }
-      : { kind: 'transient', reason: `request not sent: ${failure.reason}` };
+      : { kind: 'transient', reason: `request not sent: ${failure.reason}`, notSent: true };
   }
   const { status } = failure;
   const reason = `HTTP ${status}: ${failure.reason}`;

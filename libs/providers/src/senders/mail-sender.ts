@@ -26,14 +26,15 @@ export interface OutgoingMail {
 /**
  * What became of one send attempt. The dispatcher maps each kind to one sub-task transition (SPEC 3.2):
  * - `sent`: the provider accepted the mail.
- * - `transient`: the provider did not take it (nothing reached it, 429, 5xx); retry later.
+ * - `transient`: the provider did not take it (nothing reached it, 429, 5xx); retry later. `notSent`:
+ *   nothing of the mail reached the provider, so it cannot have counted it against a quota.
  * - `permanent`: the recipient can never be reached this way (invalid address, inactive recipient).
  * - `account`: the sending account cannot send at all (auth, quota, suspension); freeze the service.
  * - `ambiguous`: the request left us but the answer was lost; the provider may have accepted it.
  */
 export type SendOutcome =
   | { kind: 'sent'; providerMessageId: string }
-  | { kind: 'transient'; reason: string; retryAfterMs?: number }
+  | { kind: 'transient'; reason: string; retryAfterMs?: number; notSent?: true }
   | { kind: 'permanent'; reason: string }
   | { kind: 'account'; reason: string }
   | { kind: 'ambiguous'; reason: string };

@@ -145,7 +145,7 @@ export class SandboxSender implements MailSender {
     try {
       if (this.options.latencyMs > 0) await delay(this.options.latencyMs, undefined, { signal });
     } catch {
-      return { kind: 'transient', reason: 'sandbox: aborted before the mail was accepted' };
+      return { kind: 'transient', reason: 'sandbox: aborted before the mail was accepted', notSent: true };
     }
     if (fate === 'transient' || fate === 'permanent' || fate === 'account') {
       return { ...SIMULATED_REFUSALS[fate] };

@@ -314,4 +314,11 @@ describe('classifySmtpFailure', () => {
   ])('classifies %s (message written: %s) as %s', (_name, messageWritten, kind, error) => {
     expect(classifySmtpFailure(error, messageWritten).kind).toBe(kind);
   });
+
+  it('says nothing reached the server only when no reply came and the message was not written', () => {
+    const refused = { code: 'ESOCKET', command: 'CONN', message: 'connect ECONNREFUSED' };
+    expect(classifySmtpFailure(refused, false)).toMatchObject({ kind: 'transient', notSent: true });
+    const busy = { code: 'EENVELOPE', command: 'RCPT TO', responseCode: 451, message: 'try later' };
+    expect(classifySmtpFailure(busy, false)).not.toHaveProperty('notSent');
+  });
 });

@@ -68,7 +68,7 @@ export class SmtpSender implements MailSender {
     } catch (error) {
       return { kind: 'permanent', reason: `message could not be composed: ${errorMessage(error)}` };
     }
-    if (signal?.aborted) return { kind: 'transient', reason: 'aborted before connecting' };
+    if (signal?.aborted) return { kind: 'transient', reason: 'aborted before connecting', notSent: true };
     return this.deliver(mail, raw, signal);
   }
 
@@ -140,7 +140,7 @@ export function classifySmtpFailure(error: SmtpError, messageWritten: boolean): 
     if (error.code === 'EAUTH' || error.code === 'ENOAUTH') return { kind: 'account', reason };
     return messageWritten
       ? { kind: 'ambiguous', reason: `connection lost after the message was sent: ${reason}` }
-      : { kind: 'transient', reason: `not sent: ${reason}` };
+      : { kind: 'transient', reason: `not sent: ${reason}`, notSent: true };
   }
   // e.g. SES "454 Throttling failure: Daily message quota exceeded" is a 4yz that will not pass before tomorrow.
   if (/daily (message|sending) quota|quota exceeded|sending limit exceeded/i.test(error.message)) {
