@@ -282,6 +282,42 @@ describe('dispatcher (e2e)', () => {
     expect(exhausted.rows[0].n).toBe(1);
   });
 
+  it('gives the quota back for attempts that never reached the provider, so an outage does not use it up', async () => {
+    const t = await tenant('quota-back');
+    // Nothing listens on port 9: every request is refused before it is written.
+    const service = await t.service(
+      'quota-back',
+      { perSecond: 100, burst: 10 },
+      {},
+      {
+        provider: 'sendgrid',
+        credentials: { apiKey: 'SG.x' },
+        options: { baseUrl: 'http://127.0.0.1:9' },
+        dailyQuota: 3,
+      },
+    );
+    const taskId = await t.task('quota-back', 5);
+    const attempts = async () =>
+      (
+        await db.query(
+          `SELECT count(*)::int AS n FROM events
+            WHERE type IN ('SubTaskRetryScheduled', 'SubTaskFailed') AND data->>'taskId' = $1`,
+          [taskId],
+        )
+      ).rows[0].n;
+    // Twice the quota in attempts, none of which reached the provider: without the quota given
+    // back, leasing would have stopped at 3.
+    await eventually('attempts past the quota', async () => (await attempts()) >= 6, 30_000, 100);
+    // Each sub-task fails after its last attempt; then every attempt's count has been given back.
+    await eventually('all failed', async () => (await statusCounts(taskId)).failed === 5, 30_000, 100);
+    await eventually(
+      'quota given back',
+      async () => (await call(t.key, 'GET', `/api/v1/services/${service}`)).quotaUsed === 0,
+      10_000,
+      100,
+    );
+  }, 60_000);
+
   it('honours pause within a second, resumes, and cancel leaves nothing pending', async () => {
     const t = await tenant('pause');
     await t.service('pause', { intervalMs: 100 });
