@@ -151,6 +151,8 @@ class CommitNotifier implements EntitySubscriberInterface {
 
 export class EventStore {
   private readonly projections: Projection[] = [];
+  /** The projections of each event type, in registration order (made on first use). */
+  private readonly handlers = new Map<string, readonly Projection[]>();
   private readonly notifier: CommitNotifier;
 
   constructor(private readonly dataSource: DataSource) {
@@ -161,6 +163,7 @@ export class EventStore {
     for (const projection of projections) {
       if (!this.projections.some((p) => p.name === projection.name)) this.projections.push(projection);
     }
+    this.handlers.clear();
   }
 
   get registered(): readonly Projection[] {
@@ -303,10 +306,30 @@ export class EventStore {
     );
   }
 
+  /**
+   * Applies `events` in their order. Each projection takes a run of consecutive events at once,
+   * and a run ends where the next event is for other projections: one projection may write
+   * another's table (a cancelled task cancels its pending sub-tasks), so applying each
+   * projection to the whole batch in turn let a task's cancel in a rebuild run before the
+   * retries that had put its sub-tasks back to pending, and the rebuilt rows stayed pending.
+   */
   async project(tx: EntityManager, events: readonly DomainEvent[]): Promise<void> {
-    for (const projection of this.projections) {
-      const relevant = events.filter((e) => projection.handles.includes(e.type));
-      if (relevant.length) await projection.apply(tx, relevant);
+    const handlersOf = (event: DomainEvent) => {
+      let handlers = this.handlers.get(event.type);
+      if (!handlers) {
+        handlers = this.projections.filter((p) => p.handles.includes(event.type));
+        this.handlers.set(event.type, handlers);
+      }
+      return handlers;
+    };
+    let start = 0;
+    while (start < events.length) {
+      const handlers = handlersOf(events[start]);
+      let end = start + 1;
+      while (end < events.length && sameHandlers(handlersOf(events[end]), handlers)) end += 1;
+      const run = events.slice(start, end);
+      for (const projection of handlers) await projection.apply(tx, run);
+      start = end;
     }
   }
 
@@ -391,3 +414,7 @@ export class EventStore {
     }));
   }
 }
+
+/** The same cached list, or one equal to it. */
+const sameHandlers = (a: readonly Projection[], b: readonly Projection[]) =>
+  a === b || (a.length === b.length && a.every((p, i) => p === b[i]));
