@@ -13,7 +13,8 @@
  * been read whole by its Content-Length). Cheaper per request than `node:http`'s client, which
  * used about half a core and bounded the bare server's figure. It runs for
  * WARMUP_MS (counted apart) and then DURATION_MS. Rate = 200 answers / time from the first
- * request to the last answer. Every request body is distinct.
+ * request to the last answer; the 200s of each whole second of the window are printed beside it
+ * (a slow start shows there). Every request body is distinct.
  *
  * Baselines, first, on a quiet server:
  * (a) A bare `node:http` server in a child process (written here) that reads the body and answers
@@ -306,6 +307,8 @@ interface LoadResult {
   p50: number;
   p99: number;
   bodyBytes: number;
+  /** 200s answered in each whole second of the window (a last partial second left out). */
+  bySecond: number[];
 }
 
 const GENERATOR = `
@@ -344,6 +347,7 @@ const HEAD_END = Buffer.from('\\r\\n\\r\\n');
 const statuses = {};
 const errors = {};
 const latencies = [];
+const bySecond = [];
 let seq = 0;
 let bodyBytes = 0;
 const started = performance.now();
@@ -411,7 +415,11 @@ function loop(done) {
       last = performance.now();
       waiting = false;
       statuses[status] = (statuses[status] || 0) + 1;
-      if (status === '200') latencies.push(last - sentAt);
+      if (status === '200') {
+        latencies.push(last - sentAt);
+        const second = Math.floor((last - started) / 1000);
+        bySecond[second] = (bySecond[second] || 0) + 1;
+      }
       if (/\\r\\nconnection: *close/i.test(text)) {
         socket.end();
         return;
@@ -426,7 +434,8 @@ Promise.all(Array.from({ length: w.concurrency }, () => new Promise(loop)))
   .then(() => {
     latencies.sort((a, b) => a - b);
     const pick = (p) => latencies.length ? latencies[Math.min(latencies.length, Math.max(1, Math.ceil(p / 100 * latencies.length))) - 1] : NaN;
-    parentPort.postMessage({ statuses, errors, sent: seq, elapsedMs: last - started, p50: pick(50), p99: pick(99), bodyBytes });
+    parentPort.postMessage({ statuses, errors, sent: seq, elapsedMs: last - started, p50: pick(50), p99: pick(99), bodyBytes,
+      bySecond: Array.from({ length: Math.floor(w.durationMs / 1000) }, (_, i) => bySecond[i] || 0) });
   })
   .catch((e) => parentPort.postMessage({ fatal: String(e && e.stack || e) }));
 `;
@@ -470,6 +479,9 @@ async function load(options: LoadOptions): Promise<LoadResult> {
 const describeLoad = (r: LoadResult) =>
   `${r.ok.toLocaleString('en-US')} x 200 of ${r.sent.toLocaleString('en-US')} sent in ${seconds(r.elapsedMs)} = ${fmt(r.perSecond)}` +
   ` (request p50 ${ms1(r.p50)}, p99 ${ms1(r.p99)}; body ${r.bodyBytes} B)` +
+  (r.bySecond.length > 2
+    ? `; 200s in each second ${r.bySecond.map((n) => n.toLocaleString('en-US')).join(' ')}`
+    : '') +
   (Object.keys(r.statuses).some((s) => s !== '200') ? `; other answers ${JSON.stringify(r.statuses)}` : '') +
   (Object.keys(r.errors).length ? `; errors ${JSON.stringify(r.errors)}` : '');
 

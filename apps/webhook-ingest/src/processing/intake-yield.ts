@@ -12,7 +12,7 @@ export interface PassUnderIntake {
   saturatedShare: number;
   /** Requests intake committed per second over about the last second. */
   storedPerSecond: number;
-  /** Requests the processing workers take per second while they run (ProcessingSpeed; 0: not known yet). */
+  /** Requests the process's processing workers together take per second while they run (ProcessingSpeed; 0: not known yet). */
   processedPerSecond: number;
 }
 
@@ -67,26 +67,47 @@ export function intakeYieldMs(pass: PassUnderIntake, batch: number, factor: numb
  */
 export const COLD_EVENTS = 5_000;
 
+/** Where a pass started: when, and how many requests the process's workers had parsed by then. */
+export interface PassMark {
+  at: number;
+  parsed: number;
+}
+
 /**
- * How many requests one processing worker parses per second of its passes: an average over the
- * recent passes that took a full batch (a partial one took all there was, and says nothing of
- * speed), once the process has parsed its first COLD_EVENTS.
+ * How many requests the process's workers together parse per second while they run: an average
+ * over the recent passes that took a full batch (a partial one took all there was, and says
+ * nothing of speed), once the process has parsed its first COLD_EVENTS. Each such pass reads as
+ * what all workers parsed from its start to its end, over its duration.
+ *
+ * Not one worker's speed times the workers: they share one event loop and one database, and under
+ * a burst two parse about as fast as one. Read that way, processing looked twice as fast as it
+ * was; as a burst began, processing running without pause held intake below that figure, so
+ * intake never looked faster than processing and the first 2 to 3 s of the burst went at a third
+ * of intake's rate (bench/ingest, docs/benchmarks.md). Passes that end together read low (each
+ * sees only those that ended before it), which errs toward giving way.
  */
 export class ProcessingSpeed {
   private events = 0;
-  private perWorker = 0;
+  private parsed = 0;
+  private rate = 0;
 
-  /** A pass parsed `requests` holding `events` in `ms`; `full`: as many requests as one pass takes. */
-  record(requests: number, events: number, ms: number, full: boolean): void {
-    this.events += events;
-    if (!full || this.events <= COLD_EVENTS) return;
-    const rate = (requests * 1_000) / Math.max(1, ms);
-    this.perWorker = this.perWorker === 0 ? rate : 0.7 * this.perWorker + 0.3 * rate;
+  /** A pass starts at `now`. */
+  begin(now: number): PassMark {
+    return { at: now, parsed: this.parsed };
   }
 
-  /** Requests per second of `workers` workers while they run; 0 while not known. */
-  perSecond(workers: number): number {
-    return this.perWorker * workers;
+  /** The pass begun at `mark` parsed `requests` holding `events` by `now`; `full`: as many requests as one pass takes. */
+  record(mark: PassMark, requests: number, events: number, full: boolean, now: number): void {
+    this.events += events;
+    this.parsed += requests;
+    if (!full || this.events <= COLD_EVENTS) return;
+    const rate = ((this.parsed - mark.parsed) * 1_000) / Math.max(1, now - mark.at);
+    this.rate = this.rate === 0 ? rate : 0.7 * this.rate + 0.3 * rate;
+  }
+
+  /** Requests per second; 0 while not known. */
+  perSecond(): number {
+    return this.rate;
   }
 }
 

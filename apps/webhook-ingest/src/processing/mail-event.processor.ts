@@ -272,13 +272,14 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
     while (this.running) {
       let more = false;
       const started = performance.now();
+      const mark = this.speed.begin(started);
       const storedBefore = this.writer.stored;
       const commitsBefore = this.writer.commits;
       try {
         const { parsed, events, matched } = await this.pass(false);
         // A partial batch took everything there was: what comes next wakes a worker.
         more = parsed === BATCH || matched === BATCH;
-        this.speed.record(parsed, events, performance.now() - started, parsed === BATCH);
+        this.speed.record(mark, parsed, events, parsed === BATCH, performance.now());
       } catch (error) {
         this.logger.event('error', 'webhook processing failed; will retry', { error: String(error) });
       }
@@ -292,7 +293,7 @@ export class MailEventProcessor implements OnApplicationBootstrap, BeforeApplica
           commits: this.writer.commits - commitsBefore,
           saturatedShare: this.writer.saturatedShare(),
           storedPerSecond: this.writer.storedPerSecond(),
-          processedPerSecond: this.speed.perSecond(this.config.INGEST_WORKERS),
+          processedPerSecond: this.speed.perSecond(),
         },
         BATCH,
         this.config.INGEST_YIELD_FACTOR,
