@@ -80,11 +80,11 @@ export interface PassMark {
  * what all workers parsed from its start to its end, over its duration.
  *
  * Not one worker's speed times the workers: they share one event loop and one database, and under
- * a burst two parse about as fast as one. Read that way, processing looked twice as fast as it
- * was; as a burst began, processing running without pause held intake below that figure, so
+ * a burst two parse about as fast as one. Read that way, processing looked up to twice as fast as
+ * it was; as a burst began, processing running without pause held intake below that figure, so
  * intake never looked faster than processing and the first 2 to 3 s of the burst went at a third
  * of intake's rate (bench/ingest, docs/benchmarks.md). Passes that end together read low (each
- * sees only those that ended before it), which errs toward giving way.
+ * sees its own requests and those of passes that ended before it), which errs toward giving way.
  */
 export class ProcessingSpeed {
   private events = 0;
