@@ -78,10 +78,10 @@ export function decideOutcome(
         }),
         serviceFailure: false,
       };
-    case 'transient':
-      return outcome.notSent
-        ? { ...retryOrFail(outcome.reason, outcome.retryAfterMs), quotaBack: true }
-        : retryOrFail(outcome.reason, outcome.retryAfterMs);
+    case 'transient': {
+      const decision = retryOrFail(outcome.reason, outcome.retryAfterMs);
+      return outcome.notSent ? { ...decision, quotaBack: true } : decision;
+    }
     case 'permanent':
       return {
         event: newEvent('SubTaskFailed', { ...ref, serviceId: attempt.serviceId, reason: outcome.reason }),
